@@ -1,0 +1,2 @@
+"""The worker's WebSocket server, protocol messages, HTTP GET endpoints and web page
+(installed as ``orcd_toolkit.server``)."""
