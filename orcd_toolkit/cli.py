@@ -20,16 +20,16 @@ from types import ModuleType
 from orcd_toolkit import __version__
 from orcd_toolkit.errors import OrcdError
 
-# name -> (one-line help used while the command is not built yet, the issue that builds it)
-COMMANDS: dict[str, tuple[str, int]] = {
-    "serve": ("serve a model over WebSocket + HTTP", 7),
-    "run": ("one-shot generation from a prompt", 5),
-    "models": ("list and pull models in the local store", 2),
-    "inspect": ("show a GGUF file's metadata and tensor table", 3),
-    "tokenize": ("tokenize text with a model's tokenizer", 4),
-    "perplexity": ("perplexity of a model on a text file", 5),
-    "synth": ("write synthetic GGUF models with published shapes", 5),
-    "bench": ("benchmark kernels and end-to-end decoding", 10),
+# name -> (one-line help used while the command is not built yet, where it is tracked)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("serve a model over WebSocket + HTTP", "issue #7"),
+    "run": ("one-shot generation from a prompt", "issue #5"),
+    "models": ("list and pull models in the local store", "issue #2"),
+    "inspect": ("show a GGUF file's metadata and tensor table", "issue #3"),
+    "tokenize": ("tokenize text with a model's tokenizer", "issue #4"),
+    "perplexity": ("perplexity of a model on a text file", "issue #5"),
+    "synth": ("write synthetic GGUF models with published shapes", "issue #5"),
+    "bench": ("benchmark kernels and end-to-end decoding", "the GPU backend issue, not filed yet"),
 }
 
 
@@ -51,12 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"orcd-toolkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (help_text, issue) in COMMANDS.items():
+    for name, (help_text, tracked) in COMMANDS.items():
         module = _load_command(name)
         if module is None:
             p = sub.add_parser(name, help=f"{help_text} (not available yet)")
             p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-            p.set_defaults(_run=_not_available(name, issue))
+            p.set_defaults(_run=_not_available(name, tracked))
         else:
             p = sub.add_parser(name, help=module.HELP, description=module.HELP)
             module.add_arguments(p)
@@ -64,10 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _not_available(name: str, issue: int):
+def _not_available(name: str, tracked: str):
     def run(_args: argparse.Namespace) -> int:
         print(
-            f"orcd {name}: not available yet in this build (tracked in issue #{issue}).",
+            f"orcd {name}: not available yet in this build (tracked in {tracked}).",
             file=sys.stderr,
         )
         return 2

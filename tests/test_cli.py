@@ -50,3 +50,15 @@ def test_models_list_json(tmp_path, capsys) -> None:
 def test_no_command_prints_help() -> None:
     out = _orcd()
     assert out.returncode == 2 and "COMMAND" in out.stdout
+
+
+def test_unbuilt_commands_say_so_plainly() -> None:
+    from orcd_toolkit.cli import _load_command
+
+    for name in COMMANDS:
+        if _load_command(name) is not None:
+            continue
+        out = _orcd(name, "--anything")
+        assert out.returncode == 2
+        assert "not available yet" in out.stderr
+        assert out.stdout == ""
