@@ -55,8 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = _load_command(name)
         if module is None:
             p = sub.add_parser(name, help=f"{help_text} (not available yet)")
-            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-            p.set_defaults(_run=_not_available(name, tracked))
+            p.set_defaults(_run=_not_available(name, tracked), _unbuilt=True)
         else:
             p = sub.add_parser(name, help=module.HELP, description=module.HELP)
             module.add_arguments(p)
@@ -78,7 +77,10 @@ def _not_available(name: str, tracked: str):
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``orcd`` script; returns the process exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # An unbuilt command accepts (and ignores) any arguments so it can say it is unbuilt.
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "_unbuilt", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 2
