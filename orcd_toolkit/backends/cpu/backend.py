@@ -1,0 +1,159 @@
+"""``NumpyBackend``: the ``Backend`` protocol over ``backends.cpu.ops``.
+
+It is the oracle, not the product path: every weight is dequantized to f32 once at load
+(``gguf.quants`` semantics) and matmuls go to NumPy's BLAS. The KV cache is f32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from orcd_toolkit.backends.base import ForwardBatch, KVCache, KVCacheLayer, RopeParams
+from orcd_toolkit.backends.cpu import ops
+
+
+class NumpyBackend:
+    """Reference implementation of ``orcd_toolkit.backends.base.Backend``."""
+
+    name = "cpu"
+
+    def load_weight(self, tensor: Any) -> np.ndarray:
+        """Dequantize a GGUF tensor (anything with ``raw()``, ``qtype``, ``shape``) to f32."""
+        return ops.dequantize(tensor.raw(), int(tensor.qtype), tuple(tensor.shape))
+
+    def load_vector(self, tensor: Any) -> np.ndarray:
+        return self.load_weight(tensor)
+
+    def to_host(self, x: Any) -> np.ndarray:
+        return np.asarray(x)
+
+    def embed(self, table: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+        return ops.embed(table, token_ids)
+
+    def rms_norm(self, x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
+        return ops.rms_norm(x, weight, eps)
+
+    def add_rms_norm(
+        self, x: np.ndarray, residual: np.ndarray, weight: np.ndarray | None, eps: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return ops.add_rms_norm(x, residual, weight, eps)
+
+    def layer_norm(
+        self, x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float
+    ) -> np.ndarray:
+        return ops.layer_norm(x, weight, bias, eps)
+
+    def add_layer_norm(
+        self,
+        x: np.ndarray,
+        residual: np.ndarray,
+        weight: np.ndarray | None,
+        bias: np.ndarray | None,
+        eps: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return ops.add_layer_norm(x, residual, weight, bias, eps)
+
+    def linear(
+        self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None
+    ) -> np.ndarray:
+        return ops.matmul(x, weight, bias)
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a + b).astype(np.float32, copy=False)
+
+    def rope(self, x: np.ndarray, positions: np.ndarray, params: RopeParams) -> np.ndarray:
+        return ops.rope(
+            x,
+            positions,
+            params.n_rot,
+            params.mode,
+            freq_base=params.freq_base,
+            freq_scale=params.freq_scale,
+            ext_factor=params.ext_factor,
+            attn_factor=params.attn_factor,
+            beta_fast=params.beta_fast,
+            beta_slow=params.beta_slow,
+            n_ctx_orig=params.n_ctx_orig,
+            freq_factors=params.freq_factors,
+        )
+
+    def allocate_kv_cache(
+        self, num_layers: int, num_blocks: int, block_size: int, n_kv_heads: int, head_dim: int
+    ) -> KVCache:
+        shape = (num_blocks, block_size, n_kv_heads, head_dim)
+        layers = [
+            KVCacheLayer(k=np.zeros(shape, np.float32), v=np.zeros(shape, np.float32))
+            for _ in range(num_layers)
+        ]
+        return KVCache(layers, num_blocks, block_size, n_kv_heads, head_dim)
+
+    def write_kv(
+        self, layer: KVCacheLayer, k: np.ndarray, v: np.ndarray, slot_mapping: np.ndarray
+    ) -> None:
+        ops.write_kv(layer.k, layer.v, k, v, slot_mapping)
+
+    def attention(
+        self,
+        q: np.ndarray,
+        layer: KVCacheLayer,
+        batch: ForwardBatch,
+        *,
+        scale: float,
+        sinks: np.ndarray | None = None,
+        sliding_window: int = 0,
+    ) -> np.ndarray:
+        return ops.paged_attention(
+            q,
+            layer.k,
+            layer.v,
+            batch.block_tables,
+            batch.seq_starts,
+            batch.context_lens,
+            scale=scale,
+            sinks=sinks,
+            sliding_window=sliding_window,
+        )
+
+    def swiglu(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+        return ops.swiglu(gate, up)
+
+    def swiglu_oai(
+        self, gate: np.ndarray, up: np.ndarray, alpha: float, limit: float
+    ) -> np.ndarray:
+        return ops.swiglu_oai(gate, up, alpha, limit)
+
+    def gelu(self, x: np.ndarray) -> np.ndarray:
+        return ops.gelu(x)
+
+    def moe(
+        self,
+        x: np.ndarray,
+        router_logits: np.ndarray,
+        k: int,
+        gate_w: np.ndarray,
+        up_w: np.ndarray,
+        down_w: np.ndarray,
+        *,
+        gate_b: np.ndarray | None = None,
+        up_b: np.ndarray | None = None,
+        down_b: np.ndarray | None = None,
+        activation: str = "swiglu_oai",
+    ) -> np.ndarray:
+        ids, weights = ops.moe_route(router_logits, k)
+        return ops.moe_experts(
+            x,
+            ids,
+            weights,
+            gate_w,
+            up_w,
+            down_w,
+            gate_b=gate_b,
+            up_b=up_b,
+            down_b=down_b,
+            activation=activation,
+        )
+
+    def take_rows(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return x[np.asarray(rows, dtype=np.int64)]
