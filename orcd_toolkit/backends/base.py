@@ -196,6 +196,10 @@ class Backend(Protocol):
         """Prepare a GGUF tensor (TensorInfo) for ``linear``/``embed``."""
         ...
 
+    def load_embedding(self, tensor: Any) -> Any:
+        """Prepare an embedding table for ``embed`` (rows may stay quantized)."""
+        ...
+
     def load_vector(self, tensor: Any) -> Any:
         """A small f32 tensor (norm weight, bias, sinks) as a dense backend array."""
         ...

@@ -6,12 +6,30 @@ It is the oracle, not the product path: every weight is dequantized to f32 once 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from orcd_toolkit.backends.base import ForwardBatch, KVCache, KVCacheLayer, RopeParams
 from orcd_toolkit.backends.cpu import ops
+
+
+@dataclass(frozen=True, slots=True)
+class QuantizedRows:
+    """A row-gatherable table kept in its GGUF blocks (raw [rows, row_bytes])."""
+
+    raw: np.ndarray
+    qtype: int
+    shape: tuple[int, ...]
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        idx = np.asarray(ids, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.shape[0]):
+            raise IndexError(
+                f"token id out of range [0, {self.shape[0]}): {idx.min()}..{idx.max()}"
+            )
+        return ops.dequantize(self.raw[idx], self.qtype, (idx.shape[0],) + self.shape[1:])
 
 
 class NumpyBackend:
@@ -23,13 +41,20 @@ class NumpyBackend:
         """Dequantize a GGUF tensor (anything with ``raw()``, ``qtype``, ``shape``) to f32."""
         return ops.dequantize(tensor.raw(), int(tensor.qtype), tuple(tensor.shape))
 
+    def load_embedding(self, tensor: Any) -> QuantizedRows:
+        """Keep the table quantized and dequantize only the gathered rows: exact, and it
+        spares ~0.5 GiB of f32 for a 151k-token vocabulary."""
+        return QuantizedRows(tensor.raw(), int(tensor.qtype), tuple(tensor.shape))
+
     def load_vector(self, tensor: Any) -> np.ndarray:
         return self.load_weight(tensor)
 
     def to_host(self, x: Any) -> np.ndarray:
         return np.asarray(x)
 
-    def embed(self, table: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+    def embed(self, table: QuantizedRows | np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+        if isinstance(table, QuantizedRows):
+            return table.rows(token_ids)
         return ops.embed(table, token_ids)
 
     def rms_norm(self, x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
