@@ -27,13 +27,14 @@ class GGUFError(ModelLoadFailed):
 
 
 class GGUFHeaderError(GGUFError):
-    """Magic, version or the header counts are wrong."""
+    """Magic or version is wrong."""
 
     rule = "header"
 
 
 class GGUFTruncatedError(GGUFError):
-    """A length or count points past the end of the file (or the file is cut short)."""
+    """A length or count points past the end of the file (or the file is cut short);
+    also header counts that cannot fit in the bytes left (rules ``kv_count``/``tensor_count``)."""
 
     rule = "truncated"
 

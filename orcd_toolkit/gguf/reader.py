@@ -365,7 +365,7 @@ class _Parser:
                     f"{what}[{i}] has length {n} but only {end - pos} bytes remain in the file",
                     offset=pos - 8,
                 )
-            out[i] = bytes(buf[pos : pos + n]).decode("utf-8", "surrogateescape")
+            out[i] = buf[pos : pos + n].decode("utf-8", "surrogateescape")
             pos += n
         self.pos = pos
         return out
@@ -446,13 +446,13 @@ def _parse(buf: Any, buffer: np.ndarray, size: int, *, path: Path | None) -> GGU
     p.pos = HEADER_BYTES
     left = size - p.pos
     if n_kv > left // _MIN_KV_BYTES:
-        raise GGUFHeaderError(
+        raise GGUFTruncatedError(
             f"metadata count {n_kv} cannot fit in the {left} bytes after the header",
             rule="kv_count",
             offset=16,
         )
     if n_tensors > left // _MIN_TENSOR_INFO_BYTES:
-        raise GGUFHeaderError(
+        raise GGUFTruncatedError(
             f"tensor count {n_tensors} cannot fit in the {left} bytes after the header",
             rule="tensor_count",
             offset=8,
@@ -503,7 +503,7 @@ def _parse(buf: Any, buffer: np.ndarray, size: int, *, path: Path | None) -> GGU
 
     left = size - p.pos
     if n_tensors > left // _MIN_TENSOR_INFO_BYTES:
-        raise GGUFHeaderError(
+        raise GGUFTruncatedError(
             f"tensor count {n_tensors} cannot fit in the {left} bytes left after the metadata",
             rule="tensor_count",
             offset=8,
