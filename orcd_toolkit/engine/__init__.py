@@ -1,0 +1,50 @@
+"""The inference engine: continuous batching over a paged KV cache (issue #6, docs/engine.md).
+
+Public API: ``LLMEngine`` (submit / abort / step / run), ``EngineConfig``,
+``GenerationRequest``, ``SamplingParams``, ``RequestOutput``, ``RequestHandle``, the
+allocators, the metrics hooks, and the protocols in ``interfaces``.
+"""
+
+from orcd_toolkit.engine.allocators import ContiguousAllocator, PagedAllocator
+from orcd_toolkit.engine.config import EngineConfig
+from orcd_toolkit.engine.engine import LLMEngine
+from orcd_toolkit.engine.errors import (
+    DuplicateRequest,
+    InvalidSamplingParams,
+    QueueFull,
+    RequestTooLarge,
+)
+from orcd_toolkit.engine.interfaces import (
+    InferenceEngine,
+    KVCacheAllocator,
+    MetricsHook,
+    ModelRunner,
+    RequestStats,
+    StepStats,
+)
+from orcd_toolkit.engine.metrics import MetricsRecorder, NoopMetrics
+from orcd_toolkit.engine.outputs import RequestHandle, RequestOutput
+from orcd_toolkit.engine.params import GenerationRequest, SamplingParams
+
+__all__ = [
+    "ContiguousAllocator",
+    "DuplicateRequest",
+    "EngineConfig",
+    "GenerationRequest",
+    "InferenceEngine",
+    "InvalidSamplingParams",
+    "KVCacheAllocator",
+    "LLMEngine",
+    "MetricsHook",
+    "MetricsRecorder",
+    "ModelRunner",
+    "NoopMetrics",
+    "PagedAllocator",
+    "QueueFull",
+    "RequestHandle",
+    "RequestOutput",
+    "RequestStats",
+    "RequestTooLarge",
+    "SamplingParams",
+    "StepStats",
+]

@@ -1,0 +1,187 @@
+"""Token sampling on host logits: greedy, temperature, top-k, top-p, min-p, penalties, bias.
+
+The procedure is specified exactly (docs/engine.md) because the GPU sampler must make the
+same choice for the same logits and uniform draw:
+
+1. ``logit_bias`` added; repetition penalty on every token of prompt and output (positive
+   logits divided, negative multiplied, as HF/vLLM/llama.cpp); presence and frequency
+   penalties on the output tokens (OpenAI: ``x -= frequency * count + presence * (count > 0)``);
+   while fewer than ``min_tokens`` were produced, the stop tokens are set to -inf.
+2. ``temperature == 0``: argmax (lowest id on ties). Done.
+3. ``p = exp(x / T - max)`` (unnormalised, max 1). Order the vocabulary by (p desc, id asc).
+   top-k keeps the first k; top-p keeps the shortest prefix whose mass reaches
+   ``top_p * sum(p of what top-k kept)``; min-p keeps ``p >= min_p`` (relative to the max).
+4. Draw: the kept tokens in ascending id order, cumulative sum in float64, the first whose
+   cumulative sum exceeds ``u * total`` with ``u`` the request's counter-based uniform.
+
+Only the candidates above a probability threshold are sorted (the threshold is lowered until
+they provably contain the top-k / top-p set), so a 152k vocabulary costs a few vector passes,
+not a full sort. Everything is per row and depends only on that row: batch invariance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from orcd_toolkit.engine.params import SamplingParams
+
+# Candidate thresholds, relative to the max probability (1.0 after the shift), tried in
+# order until the candidate set provably contains what top-k / top-p keep; 0 is everything.
+_THRESHOLDS = (2.0**-6, 2.0**-12, 2.0**-20, 0.0)
+
+
+def apply_logit_bias(x: np.ndarray, bias: Mapping[int, float]) -> None:
+    """Add ``bias`` in place; ids outside the vocabulary are ignored (validated on submit)."""
+    vocab = x.shape[0]
+    for tok, b in bias.items():
+        if tok < vocab:
+            x[tok] += b
+
+
+def apply_penalties(
+    x: np.ndarray,
+    prompt_ids: np.ndarray,
+    output_ids: np.ndarray,
+    repetition: float,
+    presence: float,
+    frequency: float,
+) -> None:
+    """Repetition (prompt + output), presence and frequency (output) penalties, in place."""
+    vocab = x.shape[0]
+    if repetition != 1.0:
+        seen = np.unique(np.concatenate([prompt_ids, output_ids]))
+        seen = seen[seen < vocab]
+        vals = x[seen]
+        x[seen] = np.where(vals > 0, vals / repetition, vals * repetition)
+    if (presence != 0.0 or frequency != 0.0) and output_ids.size:
+        toks, counts = np.unique(output_ids, return_counts=True)
+        ok = toks < vocab
+        toks, counts = toks[ok], counts[ok]
+        x[toks] -= frequency * counts.astype(np.float32) + presence
+
+
+def greedy(x: np.ndarray) -> int:
+    """Argmax; NumPy returns the first (lowest id) maximum."""
+    return int(np.argmax(x))
+
+
+def _sorted_prefix(p: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """``cand`` ordered by (p desc, id asc); ``cand`` is ascending so a stable sort keeps ids."""
+    order = np.argsort(-p[cand], kind="stable")
+    return cand[order]
+
+
+def sample_token(
+    x: np.ndarray,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    min_p: float,
+    u: float,
+) -> int:
+    """One draw from logits ``x`` (float32 [V]) with the filters above and uniform ``u``."""
+    if temperature == 0.0:
+        return greedy(x)
+    z = x.astype(np.float32, copy=False) / np.float32(temperature)
+    p = np.exp(z - z.max())
+    vocab = p.shape[0]
+    use_k = 0 < top_k < vocab
+    use_p = top_p < 1.0
+    if not use_k and not use_p:
+        if min_p > 0.0:
+            kept = np.flatnonzero(p >= np.float32(min_p))
+            return _draw(p, kept, u)
+        c = np.cumsum(p, dtype=np.float64)
+        idx = int(np.searchsorted(c, u * c[-1], side="right"))
+        return min(idx, vocab - 1)
+    total = float(p.sum(dtype=np.float64)) if use_p and not use_k else 0.0
+    cand = np.arange(vocab)
+    for tau in _THRESHOLDS[:-1]:
+        c = np.flatnonzero(p >= tau)
+        if use_k and c.size < top_k:
+            continue
+        if use_p and not use_k and float(p[c].sum(dtype=np.float64)) < top_p * total:
+            continue
+        cand = c
+        break
+    ordered = _sorted_prefix(p, cand)
+    if use_k:
+        ordered = ordered[:top_k]
+    if use_p:
+        ps = p[ordered].astype(np.float64)
+        cum = np.cumsum(ps)
+        # keep while the mass *before* a token is below the target: the shortest prefix whose
+        # mass reaches top_p * total (always at least the most likely token)
+        target = top_p * (cum[-1] if use_k else total)
+        n_keep = int(np.searchsorted(cum, target, side="left")) + 1
+        ordered = ordered[: min(n_keep, ordered.size)]
+    if min_p > 0.0:
+        ordered = ordered[p[ordered] >= np.float32(min_p)]
+    kept = np.sort(ordered)
+    return _draw(p, kept, u)
+
+
+def _draw(p: np.ndarray, kept: np.ndarray, u: float) -> int:
+    """Inverse CDF over ``kept`` (ascending ids) with uniform ``u`` in [0, 1)."""
+    c = np.cumsum(p[kept], dtype=np.float64)
+    idx = int(np.searchsorted(c, u * c[-1], side="right"))
+    return int(kept[min(idx, kept.size - 1)])
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """float64 log-probabilities of one row of logits."""
+    z = x.astype(np.float64)
+    m = z.max()
+    return z - (m + np.log(np.exp(z - m).sum()))
+
+
+def top_logprobs(
+    x: np.ndarray, token: int, n: int
+) -> tuple[float, list[tuple[int, float]]]:
+    """The sampled token's logprob and the top ``n`` (id, logprob) of the raw logits ``x``.
+
+    Logprobs describe the model's distribution (before bias, penalties and temperature), as
+    the OpenAI API reports them; top-n is ordered by logprob desc, id asc.
+    """
+    lp = log_softmax(x)
+    if n <= 0:
+        return float(lp[token]), []
+    n = min(n, lp.shape[0])
+    part = np.argpartition(-lp, n - 1)[:n]
+    part = np.sort(part)
+    part = part[np.argsort(-lp[part], kind="stable")]
+    return float(lp[token]), [(int(t), float(lp[t])) for t in part]
+
+
+def sample_row(
+    logits: np.ndarray,
+    params: SamplingParams,
+    u: float,
+    prompt_ids: np.ndarray,
+    output_ids: np.ndarray,
+    stop_ids: Sequence[int],
+) -> tuple[int, tuple[float, list[tuple[int, float]]] | None]:
+    """The full per-request procedure for one row; ``stop_ids`` are masked while fewer than
+    ``min_tokens`` tokens were produced."""
+    x = np.array(logits, dtype=np.float32, copy=True)
+    if params.logit_bias:
+        apply_logit_bias(x, params.logit_bias)
+    if params.has_penalties:
+        apply_penalties(
+            x,
+            prompt_ids,
+            output_ids,
+            params.repetition_penalty,
+            params.presence_penalty,
+            params.frequency_penalty,
+        )
+    if output_ids.size < params.min_tokens and stop_ids:
+        ids = [t for t in stop_ids if t < x.shape[0]]
+        x[ids] = -np.inf
+    tok = sample_token(x, params.temperature, params.top_k, params.top_p, params.min_p, u)
+    lps = None
+    if params.logprobs is not None:
+        lps = top_logprobs(np.asarray(logits), tok, params.logprobs)
+    return tok, lps

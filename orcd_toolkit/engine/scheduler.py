@@ -1,0 +1,370 @@
+"""The scheduler: admission, token budget, chunked prefill, preemption, batch building.
+
+One step runs in one direction (nano-vllm ``llm_engine.py``, vLLM v1 ``core/sched``):
+``schedule()`` picks how many new tokens each sequence computes and builds the
+``ForwardBatch``; the engine runs the model and samples; ``update()`` appends the tokens,
+applies the stop rules and frees finished sequences. Aborts are queued and applied at the
+start of the next ``schedule()``.
+
+Running sequences live in per-slot NumPy arrays (tokens, lengths, block tables), so a decode
+step over hundreds of sequences is a handful of vector operations; Python loops run only
+over the few sequences that need a new block, finish, or start.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+
+from orcd_toolkit.backends.base import ForwardBatch
+from orcd_toolkit.engine.config import EngineConfig
+from orcd_toolkit.engine.interfaces import KVCacheAllocator
+from orcd_toolkit.engine.outputs import FINISH_LENGTH, FINISH_STOP
+from orcd_toolkit.engine.sequence import FINISHED, RUNNING, WAITING, Sequence
+
+
+@dataclass(slots=True)
+class ScheduledBatch:
+    """A scheduled step: the forward batch plus which slots it covers."""
+
+    batch: ForwardBatch
+    slots: np.ndarray  # [B] slots of the scheduled sequences, batch order
+    new_context_lens: np.ndarray  # [B] num_computed after the step
+    sample_slots: np.ndarray  # [N] slots whose logits come back (rows of logits, in order)
+    num_prefill_tokens: int
+    num_decode_tokens: int
+    prefill_slots: list[int]  # slots that computed prompt tokens (prefix cache registration)
+
+
+class Scheduler:
+    """Owns the wait queue, the running list and the per-slot state of running sequences."""
+
+    def __init__(self, config: EngineConfig, allocator: KVCacheAllocator) -> None:
+        self.config = config
+        self.allocator = allocator
+        self.block_size = config.block_size
+        n, length = config.max_num_seqs, config.max_model_len
+        self.tokens = np.zeros((n, length), dtype=np.int32)
+        self.num_tokens = np.zeros(n, dtype=np.int32)
+        self.num_computed = np.zeros(n, dtype=np.int32)
+        self.num_prompt = np.zeros(n, dtype=np.int32)
+        self.max_total = np.zeros(n, dtype=np.int32)
+        self.min_total = np.zeros(n, dtype=np.int32)
+        self.ignore_eos = np.zeros(n, dtype=bool)
+        self.plain_greedy = np.zeros(n, dtype=bool)
+        self.has_stop_ids = np.zeros(n, dtype=bool)
+        self.seeds = np.zeros(n, dtype=np.uint64)
+        self.block_table = np.full((n, config.max_blocks_per_seq), -1, dtype=np.int32)
+        self.num_blocks = np.zeros(n, dtype=np.int32)
+        self.slot_seq: list[Sequence | None] = [None] * n
+        self._free_slots = list(range(n - 1, -1, -1))
+        self.running: list[Sequence] = []
+        self._run_slots = np.zeros(0, dtype=np.intp)
+        self._run_dirty = False
+        self.waiting: list[Sequence] = []  # a heap by sort_key
+        self.eos_table = np.zeros(config.vocab_size, dtype=bool)
+        self.eos_table[list(config.eos_token_ids)] = True
+        self._watermark = config.watermark_blocks
+        self.num_preempted_total = 0
+        self._empty_i32 = np.zeros(0, dtype=np.int32)
+
+    # -- queues --------------------------------------------------------------------------
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    def add(self, seq: Sequence) -> None:
+        heapq.heappush(self.waiting, seq)
+
+    def remove_waiting(self, seq: Sequence) -> None:
+        self.waiting.remove(seq)
+        heapq.heapify(self.waiting)
+
+    def finish(self, seq: Sequence, reason: str, stop_reason: str | int | None = None) -> None:
+        """End a sequence now (abort, stop string, stop rule): free its blocks and slot."""
+        if seq.status == WAITING:
+            self.remove_waiting(seq)
+        elif seq.status == RUNNING:
+            self._release(seq)
+            self.running.remove(seq)
+            self._run_dirty = True
+        seq.status = FINISHED
+        seq.finish_reason = reason
+        seq.stop_reason = stop_reason
+
+    def _release(self, seq: Sequence) -> None:
+        """Copy the tokens out of the slot, free blocks and slot (running -> not running)."""
+        slot = seq.slot
+        seq.token_ids = self.tokens[slot, : self.num_tokens[slot]].tolist()
+        self.allocator.free(seq.seq_id)
+        self.num_blocks[slot] = 0
+        self._free_slots.append(slot)
+        seq.slot = -1
+
+    def _preempt(self, seq: Sequence) -> None:
+        """Preempt by recompute: drop the K/V, requeue with prompt + outputs so far."""
+        self._release(seq)
+        seq.status = WAITING
+        seq.num_preemptions += 1
+        self.num_preempted_total += 1
+        heapq.heappush(self.waiting, seq)
+
+    def _admit(self, seq: Sequence, budget: int) -> int:
+        """Try to start ``seq``; returns the tokens scheduled for it (0: it does not fit)."""
+        alloc = self.allocator
+        ids = seq.token_ids
+        n_tok = len(ids)
+        # at least the last token is computed, so the step returns its logits
+        computed = alloc.match_prefix(seq.seq_id, ids, n_tok - 1)
+        if alloc.allocate(seq.seq_id, n_tok, seq.reserve_tokens, self._watermark) is None:
+            alloc.free(seq.seq_id)  # give back any prefix blocks taken by match_prefix
+            return 0
+        heapq.heappop(self.waiting)
+        slot = self._free_slots.pop()
+        p = seq.params
+        self.tokens[slot, :n_tok] = ids
+        self.num_tokens[slot] = n_tok
+        self.num_computed[slot] = computed
+        self.num_prompt[slot] = seq.num_prompt_tokens
+        self.max_total[slot] = seq.num_prompt_tokens + p.max_tokens
+        self.min_total[slot] = seq.num_prompt_tokens + p.min_tokens
+        self.ignore_eos[slot] = p.ignore_eos
+        self.plain_greedy[slot] = (
+            p.is_greedy
+            and not p.has_penalties
+            and not p.logit_bias
+            and p.logprobs is None
+            and p.min_tokens == 0
+        )
+        self.has_stop_ids[slot] = bool(p.stop_token_ids)
+        self.seeds[slot] = seq.seed
+        table = alloc.block_table(seq.seq_id)
+        self.block_table[slot, :] = -1
+        self.block_table[slot, : len(table)] = table
+        self.num_blocks[slot] = len(table)
+        self.slot_seq[slot] = seq
+        seq.slot = slot
+        seq.status = RUNNING
+        if seq.num_preemptions == 0:
+            seq.num_cached_tokens = computed
+        bisect.insort(self.running, seq, key=_sort_key)
+        self._run_dirty = True
+        return min(n_tok - computed, budget)
+
+    # -- one step ------------------------------------------------------------------------
+    def schedule(self, now: float) -> tuple[ScheduledBatch | None, int]:
+        """Choose this step's work; returns the batch (None if idle) and the preemptions."""
+        budget = self.config.max_num_batched_tokens
+        bs = self.block_size
+        num_preempted = 0
+        if self._run_dirty:
+            self._rebuild_run_slots()
+        rs = self._run_slots
+        if rs.size:
+            nc = self.num_computed[rs]
+            need = self.num_tokens[rs] - nc
+            before = np.cumsum(need) - need
+            sched = np.clip(budget - before, 0, need)
+            target = nc + sched
+            deficit = (target + (bs - 1)) // bs - self.num_blocks[rs]
+            grow = np.flatnonzero(deficit > 0)
+            if grow.size:
+                num_preempted = self._grow(grow.tolist(), target)
+                if num_preempted:
+                    rs, sched = self._after_preemption(rs, sched)
+            budget -= int(sched.sum())
+        else:
+            sched = self._empty_i32
+        adm_slots: list[int] = []
+        adm_sched: list[int] = []
+        if not num_preempted:
+            max_seqs = self.config.max_num_seqs
+            while self.waiting and budget > 0 and len(self.running) < max_seqs:
+                seq = self.waiting[0]
+                n = self._admit(seq, budget)
+                if n == 0:
+                    break  # FCFS: the head waits, nobody overtakes it (no starvation)
+                seq.admitted_time = now if seq.admitted_time is None else seq.admitted_time
+                adm_slots.append(seq.slot)
+                adm_sched.append(n)
+                budget -= n
+        if adm_slots:
+            rs = np.concatenate([rs, np.asarray(adm_slots, dtype=np.intp)])
+            sched = np.concatenate([sched, np.asarray(adm_sched, dtype=np.int32)])
+        if not rs.size:
+            return None, num_preempted
+        keep = sched > 0
+        if not keep.all():
+            rs = rs[keep]
+            sched = sched[keep]
+        if not rs.size:
+            return None, num_preempted
+        return self._build(rs, sched), num_preempted
+
+    def _rebuild_run_slots(self) -> None:
+        self._run_slots = np.fromiter(
+            (s.slot for s in self.running), dtype=np.intp, count=len(self.running)
+        )
+        self._run_dirty = False
+
+    def _grow(self, rows: list[int], target: np.ndarray) -> int:
+        """Give running sequences (positions ``rows``) the blocks for this step's tokens.
+
+        When the pool is empty, preempt from the tail of the running list (the newest, or
+        the lowest priority) until the block fits, the sequence itself last.
+        """
+        alloc = self.allocator
+        running = self.running
+        alive = [True] * len(running)
+        tail = len(running) - 1
+        preempted = 0
+        for i in rows:
+            if not alive[i]:
+                continue
+            seq = running[i]
+            slot = seq.slot
+            while True:
+                new = alloc.allocate(seq.seq_id, int(target[i]))
+                if new is not None:
+                    if new:
+                        nb = int(self.num_blocks[slot])
+                        self.block_table[slot, nb : nb + len(new)] = new
+                        self.num_blocks[slot] = nb + len(new)
+                    break
+                while not alive[tail]:
+                    tail -= 1
+                alive[tail] = False
+                self._preempt(running[tail])
+                preempted += 1
+                if tail == i:
+                    break
+        if preempted:
+            self._alive = alive
+        return preempted
+
+    def _after_preemption(self, rs: np.ndarray, sched: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        alive = np.asarray(self._alive, dtype=bool)
+        self.running = [s for s, a in zip(self.running, self._alive, strict=True) if a]
+        self._run_dirty = True
+        return rs[alive], sched[alive]
+
+    def _build(self, slots: np.ndarray, sched: np.ndarray) -> ScheduledBatch:
+        """The ForwardBatch of ``sched[i]`` new tokens for each ``slots[i]`` (CONTRACTS §3)."""
+        bs = self.block_size
+        b = slots.shape[0]
+        start = self.num_computed[slots]
+        ctx = start + sched
+        seq_starts = np.zeros(b + 1, dtype=np.int32)
+        np.cumsum(sched, out=seq_starts[1:])
+        t = int(seq_starts[-1])
+        if t == b:  # one new token per sequence: the decode fast path
+            rows = slots
+            cols = start
+            num_prefill = int(np.count_nonzero(start < self.num_prompt[slots]))
+        else:
+            rows = np.repeat(slots, sched)
+            cols = np.repeat(start - seq_starts[:-1], sched) + np.arange(t, dtype=np.int32)
+            num_prefill = int(np.minimum(ctx, self.num_prompt[slots]).sum() - np.minimum(
+                start, self.num_prompt[slots]).sum())
+        token_ids = self.tokens[rows, cols]
+        bt_rows = self.block_table[rows, cols // bs]
+        slot_mapping = bt_rows * bs + cols % bs
+        width = int((ctx.max() + bs - 1) // bs)
+        block_tables = self.block_table[slots, :width]
+        done = ctx == self.num_tokens[slots]
+        logits_indices = (seq_starts[1:] - 1)[done]
+        batch = _make_batch(
+            token_ids, cols, seq_starts, ctx, block_tables, slot_mapping, logits_indices
+        )
+        prefill_slots: list[int] = []
+        if self.allocator.enable_prefix_caching:
+            pre = np.flatnonzero(start < self.num_prompt[slots])
+            if pre.size:
+                prefill_slots = slots[pre].tolist()
+        return ScheduledBatch(
+            batch=batch,
+            slots=slots,
+            new_context_lens=ctx,
+            sample_slots=slots[done],
+            num_prefill_tokens=num_prefill,
+            num_decode_tokens=t - num_prefill,
+            prefill_slots=prefill_slots,
+        )
+
+    def commit_computed(self, sb: ScheduledBatch) -> None:
+        """After the forward: the K/V of the scheduled tokens exist; publish prompt blocks."""
+        self.num_computed[sb.slots] = sb.new_context_lens
+        for slot in sb.prefill_slots:
+            seq = self.slot_seq[slot]
+            n_prompt = int(self.num_prompt[slot])
+            n = min(int(self.num_computed[slot]), n_prompt)
+            self.allocator.cache_blocks(seq.seq_id, self.tokens[slot, :n].tolist(), n)
+
+    def append_tokens(self, slots: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+        """Append one sampled token per slot; returns the finished mask (stop rules applied).
+
+        Finish reasons: a stop token (EOS/EOT from the config unless ``ignore_eos``, or the
+        request's ``stop_token_ids``) once ``min_tokens`` are out -> ``stop``; prompt +
+        ``max_tokens`` reached -> ``length``. Finished sequences are released here.
+        """
+        nt = self.num_tokens[slots]
+        self.tokens[slots, nt] = token_ids
+        nt += 1
+        self.num_tokens[slots] = nt
+        min_ok = nt >= self.min_total[slots]
+        stop = self.eos_table[token_ids] & ~self.ignore_eos[slots] & min_ok
+        extra = np.flatnonzero(self.has_stop_ids[slots] & min_ok & ~stop)
+        for i in extra.tolist():
+            seq = self.slot_seq[int(slots[i])]
+            if int(token_ids[i]) in seq.params.stop_token_ids:
+                stop[i] = True
+        length = nt >= self.max_total[slots]
+        finished = stop | length
+        fin = np.flatnonzero(finished)
+        if fin.size:
+            for i in fin.tolist():
+                seq = self.slot_seq[int(slots[i])]
+                if stop[i]:
+                    seq.finish_reason = FINISH_STOP
+                    seq.stop_reason = int(token_ids[i])
+                else:
+                    seq.finish_reason = FINISH_LENGTH
+                self._release(seq)
+                seq.status = FINISHED
+            self.running = [s for s in self.running if s.status == RUNNING]
+            self._run_dirty = True
+        return finished
+
+    def output_ids(self, slot: int) -> np.ndarray:
+        """Output tokens so far of a running slot (a view)."""
+        return self.tokens[slot, self.num_prompt[slot] : self.num_tokens[slot]]
+
+    def prompt_ids(self, slot: int) -> np.ndarray:
+        return self.tokens[slot, : self.num_prompt[slot]]
+
+
+def _sort_key(seq: Sequence) -> tuple[int, int]:
+    return seq.sort_key
+
+
+def _make_batch(
+    token_ids: np.ndarray,
+    positions: np.ndarray,
+    seq_starts: np.ndarray,
+    context_lens: np.ndarray,
+    block_tables: np.ndarray,
+    slot_mapping: np.ndarray,
+    logits_indices: np.ndarray,
+) -> ForwardBatch:
+    return ForwardBatch(
+        token_ids=token_ids,
+        positions=positions,
+        seq_starts=seq_starts,
+        context_lens=context_lens,
+        block_tables=block_tables,
+        slot_mapping=slot_mapping,
+        logits_indices=logits_indices,
+    )

@@ -1,0 +1,83 @@
+"""Null backends for engine tests: no weights, hand-built logits.
+
+``CheckingModel`` stores (token, position) in a paged KV array at ``slot_mapping`` and
+rebuilds every sequence's context through ``block_tables`` before computing its logits as
+a pure function of that context. A block handed to two live sequences, a block freed while
+in use, a wrong slot mapping or a stale prefix-cache hit changes a context and therefore the
+tokens, so "same tokens as alone" tests the allocator and scheduler end to end.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from orcd_toolkit.backends.base import ForwardBatch
+
+_POS_BITS = 20
+
+
+class FakeKV:
+    def __init__(self, num_blocks: int, block_size: int) -> None:
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.data = np.full((num_blocks, block_size), -1, dtype=np.int64)
+
+
+class KVCorruption(AssertionError):
+    """The context read back through the block table is not the one written."""
+
+
+class CheckingModel:
+    """Logits = f(context tokens), read back from the paged KV cache."""
+
+    def __init__(self, vocab_size: int = 64, scale: float = 3.0, eos_boost: dict | None = None):
+        self.vocab_size = vocab_size
+        self.scale = scale
+        self.calls = 0
+        self.batches: list[ForwardBatch] = []
+        self.record = False
+
+    def logits_for(self, context: list[int]) -> np.ndarray:
+        seed = zlib.crc32(np.asarray(context, dtype=np.int64).tobytes())
+        rng = np.random.default_rng(seed)
+        return (rng.standard_normal(self.vocab_size) * self.scale).astype(np.float32)
+
+    def forward(self, batch: ForwardBatch, kv: FakeKV) -> np.ndarray:
+        self.calls += 1
+        if self.record:
+            self.batches.append(batch)
+        bs = kv.block_size
+        flat = kv.data.reshape(-1)
+        enc = batch.token_ids.astype(np.int64) << _POS_BITS | batch.positions.astype(np.int64)
+        if len(np.unique(batch.slot_mapping)) != batch.slot_mapping.size:
+            raise KVCorruption("two tokens written to one KV slot in one step")
+        flat[batch.slot_mapping] = enc
+        out = np.empty((batch.logits_indices.shape[0], self.vocab_size), dtype=np.float32)
+        starts = batch.seq_starts
+        for r, t in enumerate(batch.logits_indices.tolist()):
+            b = int(np.searchsorted(starts, t, side="right")) - 1
+            ctx_len = int(batch.positions[t]) + 1
+            if int(batch.context_lens[b]) - (int(starts[b + 1]) - 1 - t) != ctx_len:
+                raise KVCorruption("position and context_lens disagree")
+            pos = np.arange(ctx_len)
+            blocks = batch.block_tables[b, pos // bs]
+            if (blocks < 0).any():
+                raise KVCorruption("block table too short for the context")
+            vals = kv.data[blocks, pos % bs]
+            if not np.array_equal(vals & ((1 << _POS_BITS) - 1), pos):
+                raise KVCorruption(f"context of row {t} read back with wrong positions")
+            out[r] = self.logits_for((vals >> _POS_BITS).tolist())
+        return out
+
+
+class NullModel:
+    """Returns one preallocated logits buffer (the bookkeeping benchmark's backend)."""
+
+    def __init__(self, vocab_size: int, max_rows: int, token: int = 1) -> None:
+        self.buf = np.zeros((max_rows, vocab_size), dtype=np.float32)
+        self.buf[:, token] = 1.0
+
+    def forward(self, batch: ForwardBatch, kv: object) -> np.ndarray:
+        return self.buf[: batch.logits_indices.shape[0]]
