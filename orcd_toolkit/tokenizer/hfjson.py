@@ -1,0 +1,108 @@
+"""``hf-json``: a Hugging Face ``tokenizer.json`` loaded with ``tokenizers`` (GPT-OSS-20B).
+
+Encoding is the file's own pipeline (normalizer, pre-tokenizer, model). Special tokens are cut
+out by the same llama.cpp-style partition as the GGUF kinds, so ``parse_special`` means the
+same thing everywhere: the file's added tokens marked ``special`` are control tokens, the others
+user-defined (always split out). BOS/EOS come from a ``tokenizer_config.json`` next to the file
+when there is one; the end-of-generation set follows llama.cpp's rules by token text.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from orcd_toolkit.tokenizer.core import BYTE_TO_UNICODE, UNICODE_TO_BYTE, Tokenizer
+from orcd_toolkit.tokenizer.errors import TokenizerLoadError
+from orcd_toolkit.tokenizer.vocab import TokenAttr, vocab_from_metadata
+
+
+class HfJsonTokenizer(Tokenizer):
+    """A ``tokenizers.Tokenizer`` behind the common :class:`Tokenizer` API."""
+
+    kind = "hf-json"
+
+    def __init__(self, hf: Any, config: dict[str, Any] | None = None) -> None:
+        self._hf = hf
+        size = hf.get_vocab_size(with_added_tokens=True)
+        tokens: list[str] = []
+        for i in range(size):
+            t = hf.id_to_token(i)
+            tokens.append(t if t is not None else f"[EMPTY_{i}]")
+        types = [1] * size
+        for i, added in hf.get_added_tokens_decoder().items():
+            if 0 <= i < size:
+                types[i] = 3 if added.special else 4
+        config = config or {}
+        meta: dict[str, Any] = {
+            "tokenizer.ggml.model": "gpt2",
+            "tokenizer.ggml.pre": "default",
+            "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.token_type": types,
+            "tokenizer.ggml.merges": [],
+            "tokenizer.ggml.add_bos_token": False,
+        }
+        to_id = {t: i for i, t in enumerate(tokens)}
+        for key, field in (("bos_token", "bos"), ("eos_token", "eos"), ("pad_token", "padding")):
+            val = config.get(key)
+            if isinstance(val, dict):
+                val = val.get("content")
+            if isinstance(val, str) and val in to_id:
+                meta[f"tokenizer.ggml.{field}_token_id"] = to_id[val]
+        if isinstance(config.get("chat_template"), str):
+            meta["tokenizer.chat_template"] = config["chat_template"]
+        vocab = vocab_from_metadata(meta)
+        if "tokenizer.ggml.bos_token_id" not in meta:
+            vocab.bos_id = None
+        if "tokenizer.ggml.eos_token_id" not in meta:
+            vocab.eos_id = None
+        # Added tokens are split by our partition; the HF pipeline sees only plain text.
+        hf.encode_special_tokens = True
+        self._byte_level = _is_byte_level(hf)
+        super().__init__(vocab)
+
+    def _encode_fragments(self, fragments: list[str | int], out: list[int], add_special: bool) -> None:
+        texts = [f for f in fragments if isinstance(f, str)]
+        encoded = iter(self._hf.encode_batch(texts, add_special_tokens=False))
+        for f in fragments:
+            if isinstance(f, int):
+                out.append(f)
+            else:
+                out.extend(next(encoded).ids)
+
+    def _piece_of(self, token_id: int) -> bytes:
+        text = self._texts[token_id]
+        if self._attrs[token_id] & (TokenAttr.CONTROL | TokenAttr.USER_DEFINED | TokenAttr.UNKNOWN):
+            return text.encode("utf-8", "surrogateescape")
+        if self._byte_level and all(c in UNICODE_TO_BYTE for c in text):
+            return bytes(UNICODE_TO_BYTE[c] for c in text)
+        return self._hf.decode([token_id], skip_special_tokens=False).encode("utf-8")
+
+
+def _is_byte_level(hf: Any) -> bool:
+    spec = json.loads(hf.to_str()).get("decoder") or {}
+    kinds = [spec.get("type")] + [d.get("type") for d in spec.get("decoders", []) or []]
+    return "ByteLevel" in kinds
+
+
+def load_hf_json(path: str | Path, config: dict[str, Any] | None = None) -> HfJsonTokenizer:
+    """Load ``tokenizer.json`` (and ``tokenizer_config.json`` beside it, if present)."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    path = Path(path)
+    try:
+        hf = HFTokenizer.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises untyped exceptions
+        raise TokenizerLoadError(f"{path}: not a loadable tokenizer.json: {exc}") from None
+    if config is None:
+        cfg_path = path.with_name("tokenizer_config.json")
+        if cfg_path.exists():
+            try:
+                config = json.loads(cfg_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise TokenizerLoadError(f"{cfg_path}: unreadable: {exc}") from None
+    return HfJsonTokenizer(hf, config)
+
+
+__all__ = ["BYTE_TO_UNICODE", "HfJsonTokenizer", "load_hf_json"]
