@@ -78,6 +78,7 @@ class ServerConfig:
     max_message_bytes: int = 1 << 20
     stream_buffer_events: int = 1024
     drain_timeout_s: float = 30.0
+    send_timeout_s: float = 30.0
     callback_url: str | None = None
     log_prompts: bool = False
     ping_interval_s: float | None = 20.0
@@ -325,11 +326,23 @@ class WorkerServer:
                            jobs_aborted=len(conn.jobs))
 
     async def _send(self, conn: _Conn, event: dict[str, Any]) -> bool:
+        """Send one event; False once the connection is gone.
+
+        ``send`` waits while the socket's write buffer is full (backpressure). A client that
+        accepts nothing for ``send_timeout_s`` is treated as dead: its TCP connection is
+        aborted, which aborts all its jobs, instead of holding their slots forever.
+        """
         clean = {k: v for k, v in event.items() if not k.startswith("_")}
         try:
-            await conn.ws.send(protocol.encode(clean))
+            await asyncio.wait_for(conn.ws.send(protocol.encode(clean)),
+                                   timeout=self.config.send_timeout_s)
             return True
         except ConnectionClosed:
+            return False
+        except TimeoutError:
+            self.log.event("conn.stalled", level="warning", conn=conn.conn_id,
+                           send_timeout_s=self.config.send_timeout_s)
+            conn.ws.transport.abort()
             return False
 
     async def _on_frame(self, conn: _Conn, frame: str | bytes) -> None:

@@ -282,6 +282,9 @@ class EngineWorker:
         if self._active.pop(job.key, None) is None:
             return  # already finished: cancel is idempotent
         runtime.abort(job.key)
+        # Refresh before the terminal event goes out: a client that reads /metrics right after
+        # its CANCELLED sees the job's KV blocks already free.
+        self._refresh_stats()
         outcome = {"CANCELLED": "cancelled", "INFERENCE_TIMEOUT": "timeout",
                    "OVERLOADED": "overloaded"}.get(error.code, "error")
         self._terminate(job, protocol.error_event(

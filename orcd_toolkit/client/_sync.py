@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
@@ -29,6 +30,7 @@ class Client:
         self.open_timeout = open_timeout
         self.event_timeout = event_timeout
         self._ws: ClientConnection | None = None
+        self._stack = ExitStack()
 
     def __enter__(self) -> Client:
         self.connect()
@@ -39,12 +41,13 @@ class Client:
 
     def connect(self) -> None:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
-        self._ws = connect(self.url, additional_headers=headers, open_timeout=self.open_timeout,
-                           max_size=None, compression=None)
+        # Entered as a context manager: websockets >= 17.1 deprecates bare connect().
+        self._ws = self._stack.enter_context(connect(
+            self.url, additional_headers=headers, open_timeout=self.open_timeout,
+            max_size=None, compression=None))
 
     def close(self) -> None:
-        if self._ws is not None:
-            self._ws.close()
+        self._stack.close()
 
     @property
     def ws(self) -> ClientConnection:

@@ -47,6 +47,7 @@ def start_server(runtime: DoubleRuntime | None = None, *, factory=None, wait_rea
     runtime = runtime if runtime is not None or factory is not None else DoubleRuntime()
     factory = factory or factory_for(runtime)
     cfg.setdefault("ping_interval_s", None)
+    cfg.setdefault("drain_timeout_s", 2.0)
     config = ServerConfig(host="127.0.0.1", port=0, model_name="double-model", **cfg)
     log = io.StringIO()
     server = WorkerServer(config, factory, EventLog("json", stream=log, level="debug"))
