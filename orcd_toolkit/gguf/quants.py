@@ -88,7 +88,10 @@ def dequantize(raw: np.ndarray, qtype: GGMLType | int, shape: Sequence[int]) -> 
     if qt == GGMLType.F32:
         out = rows.view(np.float32).copy()
     else:
-        out = quants.dequantize(rows, _gguf_type(qt))
+        # garbage scales (NaN/inf f16 in a hostile or random block) must decode to NaN/inf
+        # like ggml does, without numpy's RuntimeWarnings; values are unaffected by errstate
+        with np.errstate(all="ignore"):
+            out = quants.dequantize(rows, _gguf_type(qt))
         out = np.asarray(out, dtype=np.float32)
         if not out.flags.writeable or out.base is not None and not out.flags.owndata:
             out = out.copy()

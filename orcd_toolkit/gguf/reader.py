@@ -54,6 +54,13 @@ MAX_DIMS = 4
 MAX_NAME_BYTES = 64  # GGML_MAX_NAME: names must be shorter than this (NUL included)
 INT64_MAX = 2**63 - 1
 HEADER_BYTES = 4 + 4 + 8 + 8
+# Resource limits of the validation pass (rule names in brackets). Without them a hostile
+# length in a 20 GB file could make a load copy gigabytes into Python objects. Real files are
+# far below: Qwen2's 151k-token vocabulary + merges is a 6 MB header, chat templates are KBs.
+MAX_HEADER_BYTES = 256 * 2**20  # metadata + tensor infos [header_size]
+MAX_KEY_BYTES = 2**16 - 1  # GGUF spec: keys are at most 65535 bytes [key_length]
+MAX_STRING_BYTES = 16 * 2**20  # one string value or array item [string_length]
+MAX_ARRAY_ITEMS = 2**24  # items of one metadata array [array_length]
 
 
 class GGUFValueType(IntEnum):
@@ -244,19 +251,31 @@ class GGUFFile:
 class _Parser:
     """Cursor over the mapped bytes; every read checks the bytes left first."""
 
-    __slots__ = ("buf", "end", "pos")
+    __slots__ = ("buf", "end", "file_end", "pos")
 
-    def __init__(self, buf: Any, end: int) -> None:
+    def __init__(self, buf: Any, file_end: int) -> None:
         self.buf = buf
-        self.end = end
+        self.file_end = file_end
+        # header reads stop at MAX_HEADER_BYTES even when the file is longer
+        self.end = min(file_end, MAX_HEADER_BYTES)
         self.pos = 0
+
+    def short(self, n: int, what: str, at: int) -> GGUFError:
+        """The error for a read of ``n`` bytes at ``self.pos`` that does not fit."""
+        if self.end < self.file_end and n <= self.file_end - self.pos:
+            return GGUFMetadataError(
+                f"{what} needs {n} bytes, beyond the {MAX_HEADER_BYTES}-byte header limit",
+                rule="header_size",
+                offset=at,
+            )
+        return GGUFTruncatedError(
+            f"{what} needs {n} bytes but only {self.end - self.pos} remain in the file",
+            offset=at,
+        )
 
     def need(self, n: int, what: str) -> None:
         if n > self.end - self.pos:
-            raise GGUFTruncatedError(
-                f"{what} needs {n} bytes but only {self.end - self.pos} remain in the file",
-                offset=self.pos,
-            )
+            raise self.short(n, what, self.pos)
 
     def u32(self, what: str) -> int:
         self.need(4, what)
@@ -270,14 +289,23 @@ class _Parser:
         self.pos += 8
         return v
 
-    def raw_string(self, what: str) -> bytes:
+    def raw_string(
+        self,
+        what: str,
+        max_len: int = MAX_STRING_BYTES,
+        rule: str = "string_length",
+        error: type[GGUFError] = GGUFMetadataError,
+    ) -> bytes:
         start = self.pos
         n = self.u64(f"length of {what}")
-        if n > self.end - self.pos:
-            raise GGUFTruncatedError(
-                f"{what} has length {n} but only {self.end - self.pos} bytes remain in the file",
+        if n > max_len:
+            raise error(
+                f"{what} has length {n}, more than the limit of {max_len} bytes",
+                rule=rule,
                 offset=start,
             )
+        if n > self.end - self.pos:
+            raise self.short(n, f"{what} (length {n})", start)
         s = self.buf[self.pos : self.pos + n]
         self.pos += n
         return bytes(s)
@@ -315,15 +343,17 @@ class _Parser:
             raise GGUFMetadataError(f"{what} is an array of arrays", rule="nested_array", offset=at)
         count_at = self.pos
         count = self.u64(f"item count of {what}")
+        if count > MAX_ARRAY_ITEMS:
+            raise GGUFMetadataError(
+                f"{what} declares {count} items, more than the limit of {MAX_ARRAY_ITEMS}",
+                rule="array_length",
+                offset=count_at,
+            )
         if item_type == GGUFValueType.STRING:
             return self.string_array(count, what, count_at), item_type
         fmt, dtype = _SCALAR_FORMATS[item_type]
         if count > (self.end - self.pos) // fmt.size:
-            raise GGUFTruncatedError(
-                f"{what} declares {count} {item_type.name} items ({count * fmt.size} bytes) but "
-                f"only {self.end - self.pos} bytes remain in the file",
-                offset=count_at,
-            )
+            raise self.short(count * fmt.size, f"{what} ({count} {item_type.name} items)", count_at)
         arr = np.frombuffer(self.buf, dtype=dtype, count=count, offset=self.pos).copy()
         self.pos += count * fmt.size
         if item_type == GGUFValueType.BOOL:
@@ -342,11 +372,7 @@ class _Parser:
         buf, end = self.buf, self.end
         pos = self.pos
         if count > (end - pos) // 8:
-            raise GGUFTruncatedError(
-                f"{what} declares {count} strings but only {end - pos} bytes remain in the file "
-                "(each string needs at least 8)",
-                offset=count_at,
-            )
+            raise self.short(count * 8, f"{what} ({count} strings, 8+ bytes each)", count_at)
         out: list[str] = [""] * count
         unpack = _U64.unpack_from
         # The hot loop of a load: 151k vocab entries + 151k merges for Qwen2. Kept to one
@@ -354,15 +380,22 @@ class _Parser:
         for i in range(count):
             if end - pos < 8:
                 self.pos = pos
-                raise GGUFTruncatedError(
-                    f"{what}[{i}]: string length needs 8 bytes but only {end - pos} remain",
-                    offset=pos,
-                )
+                raise self.short(8, f"length of {what}[{i}]", pos)
             (n,) = unpack(buf, pos)
             pos += 8
             if n > end - pos:
-                raise GGUFTruncatedError(
-                    f"{what}[{i}] has length {n} but only {end - pos} bytes remain in the file",
+                if n > MAX_STRING_BYTES:
+                    raise GGUFMetadataError(
+                        f"{what}[{i}] has length {n}, more than the limit of {MAX_STRING_BYTES} bytes",
+                        rule="string_length",
+                        offset=pos - 8,
+                    )
+                self.pos = pos
+                raise self.short(n, f"{what}[{i}] (length {n})", pos - 8)
+            if n > MAX_STRING_BYTES:
+                raise GGUFMetadataError(
+                    f"{what}[{i}] has length {n}, more than the limit of {MAX_STRING_BYTES} bytes",
+                    rule="string_length",
                     offset=pos - 8,
                 )
             out[i] = buf[pos : pos + n].decode("utf-8", "surrogateescape")
@@ -444,7 +477,7 @@ def _parse(buf: Any, buffer: np.ndarray, size: int, *, path: Path | None) -> GGU
         )
     p = _Parser(buf, size)
     p.pos = HEADER_BYTES
-    left = size - p.pos
+    left = p.end - p.pos
     if n_kv > left // _MIN_KV_BYTES:
         raise GGUFTruncatedError(
             f"metadata count {n_kv} cannot fit in the {left} bytes after the header",
@@ -462,7 +495,7 @@ def _parse(buf: Any, buffer: np.ndarray, size: int, *, path: Path | None) -> GGU
     kinds: dict[str, ValueKind] = {}
     for i in range(n_kv):
         key_at = p.pos
-        raw_key = p.raw_string(f"metadata key #{i}")
+        raw_key = p.raw_string(f"metadata key #{i}", MAX_KEY_BYTES, "key_length")
         if not raw_key:
             raise GGUFMetadataError(f"metadata key #{i} is empty", rule="empty_key", offset=key_at)
         try:
@@ -501,7 +534,7 @@ def _parse(buf: Any, buffer: np.ndarray, size: int, *, path: Path | None) -> GGU
             )
         alignment = value
 
-    left = size - p.pos
+    left = p.end - p.pos
     if n_tensors > left // _MIN_TENSOR_INFO_BYTES:
         raise GGUFTruncatedError(
             f"tensor count {n_tensors} cannot fit in the {left} bytes left after the metadata",
@@ -513,7 +546,9 @@ def _parse(buf: Any, buffer: np.ndarray, size: int, *, path: Path | None) -> GGU
     seen: set[str] = set()
     for i in range(n_tensors):
         info_at = p.pos
-        raw_name = p.raw_string(f"name of tensor #{i}")
+        raw_name = p.raw_string(
+            f"name of tensor #{i}", MAX_NAME_BYTES - 1, "tensor_name", GGUFTensorError
+        )
         if not raw_name:
             raise GGUFTensorError(
                 f"tensor #{i} has an empty name", rule="tensor_name", offset=info_at

@@ -147,12 +147,24 @@ def test_kv_count_larger_than_present():
 def test_key_length_2_pow_40():
     raw = _tensor_file()
     raw.kvs.insert(0, RawKV(b"k", int(VT.UINT8), b"\1", key_length=2**40))
+    _reject(raw.build(), GGUFMetadataError, "key_length")
+
+
+def test_key_length_within_limit_but_past_end():
+    raw = _tensor_file()
+    raw.kvs.insert(0, RawKV(b"k", int(VT.UINT8), b"\1", key_length=60_000))
     _reject(raw.build(), GGUFTruncatedError, "truncated")
 
 
 def test_string_value_length_2_pow_40():
     raw = _tensor_file()
     raw.kvs.append(RawKV(b"s", int(VT.STRING), gguf_string(b"abc", length=2**40)))
+    _reject(raw.build(), GGUFMetadataError, "string_length")
+
+
+def test_string_value_length_past_end():
+    raw = _tensor_file()
+    raw.kvs.append(RawKV(b"s", int(VT.STRING), gguf_string(b"abc", length=2**20)))
     _reject(raw.build(), GGUFTruncatedError, "truncated")
 
 
@@ -160,6 +172,13 @@ def test_string_value_length_2_pow_40():
 def test_array_length_2_pow_40(item):
     raw = _tensor_file()
     raw.kvs.append(kv_array("arr", int(item), [], count=2**40))
+    _reject(raw.build(), GGUFMetadataError, "array_length")
+
+
+@pytest.mark.parametrize("item", [VT.UINT8, VT.FLOAT64, VT.BOOL, VT.STRING])
+def test_array_length_past_end(item):
+    raw = _tensor_file()
+    raw.kvs.append(kv_array("arr", int(item), [], count=2**20))
     _reject(raw.build(), GGUFTruncatedError, "truncated")
 
 
@@ -172,7 +191,19 @@ def test_string_array_item_length_2_pow_40():
         + gguf_string(b"x", length=2**40)
     )
     raw.kvs.append(RawKV(b"arr", int(VT.ARRAY), body))
-    _reject(raw.build(), GGUFTruncatedError, "truncated")
+    _reject(raw.build(), GGUFMetadataError, "string_length")
+
+
+def test_header_size_limit(monkeypatch):
+    """Strings that fit the file but pass the header limit are refused as such."""
+    from orcd_toolkit.gguf import reader
+
+    raw = _tensor_file()
+    raw.kvs.append(kv("big", VT.STRING, "x" * 5000))
+    blob = raw.build()
+    gguf.load_bytes(blob)
+    monkeypatch.setattr(reader, "MAX_HEADER_BYTES", 2000)
+    _reject(blob, GGUFMetadataError, "header_size")
 
 
 def test_array_of_arrays():
