@@ -172,6 +172,27 @@ class PagedAllocator:
         table.extend(new)
         return new
 
+    def allocate_many(self, seq_ids: list[int], num_tokens: list[int]) -> list[int] | None:
+        """``allocate`` for several running sequences at once (no watermark); the new block
+        ids in order, or None with nothing changed when they do not all fit."""
+        bs = self.block_size
+        tables = self._tables
+        needs = []
+        total = 0
+        for sid, n in zip(seq_ids, num_tokens, strict=True):
+            need = -(-n // bs) - len(tables[sid])
+            needs.append(need)
+            total += need
+        if total > len(self._free):
+            return None
+        out: list[int] = []
+        take = self._take_free_block
+        for sid, need in zip(seq_ids, needs, strict=True):
+            new = [take() for _ in range(need)]
+            tables[sid].extend(new)
+            out.extend(new)
+        return out
+
     def free(self, seq_id: int) -> None:
         """Drop the sequence's references; unreferenced blocks go back to the free queue."""
         table = self._tables.pop(seq_id, None)
@@ -279,6 +300,14 @@ class ContiguousAllocator:
                 self._num_free -= need
                 return list(range(start, start + need))
         return None
+
+    def allocate_many(self, seq_ids: list[int], num_tokens: list[int]) -> list[int] | None:
+        """Regions are reserved whole, so growth inside them needs no new block."""
+        for sid, n in zip(seq_ids, num_tokens, strict=True):
+            region = self._regions[sid]
+            if _cdiv(n, self.block_size) > region[1]:
+                raise AllocatorInvariantError(f"sequence {sid} outgrew its region")
+        return []
 
     def free(self, seq_id: int) -> None:
         region = self._regions.pop(seq_id, None)

@@ -8,6 +8,7 @@ from its one engine thread (DESIGN.md §4).
 
 from __future__ import annotations
 
+import operator
 import secrets
 import time
 from collections.abc import Sequence as SequenceABC
@@ -56,6 +57,16 @@ class CoreStepOutput:
     finished: np.ndarray
     logprobs: list[TokenLogprobs | None] | None
     aborted: list[Sequence]
+
+
+def _gather(items: list[Sequence | None], idx: np.ndarray) -> list[Sequence]:
+    """``[items[i] for i in idx]``, through C (itemgetter) since idx may be 256 long."""
+    n = idx.shape[0]
+    if n == 0:
+        return []
+    if n == 1:
+        return [items[int(idx[0])]]
+    return list(operator.itemgetter(*idx.tolist())(items))
 
 
 def make_allocator(config: EngineConfig) -> KVCacheAllocator:
@@ -229,21 +240,20 @@ class LLMEngine:
         logits = self.model.forward(sb.batch, self.kv_cache)
         sch.commit_computed(sb)
         ss = sb.sample_slots
-        seqs = [sch.slot_seq[s] for s in ss.tolist()]
+        seqs = _gather(sch.slot_seq, ss)
         if ss.size and sch.plain_greedy[ss].all():
             token_ids = np.argmax(logits, axis=1).astype(np.int32)
             logprobs = None
         else:
             token_ids, logprobs = self._sample_general(logits, ss, seqs)
-        first = np.flatnonzero(sch.num_tokens[ss] == sch.num_prompt[ss])
+        first = (sch.num_tokens[ss] == sch.num_prompt[ss]).nonzero()[0]
         finished = sch.append_tokens(ss, token_ids)
         now = time.monotonic()
         for i in first.tolist():
             seq = seqs[i]
             seq.first_token_time = now
             self.metrics.on_first_token(seq.request_id, now - seq.arrival_time)
-        fin = np.flatnonzero(finished)
-        for i in fin.tolist():
+        for i in finished.nonzero()[0].tolist():
             self._retire(seqs[i], now)
         self._report_step(t0, sb.num_prefill_tokens, sb.num_decode_tokens, num_preempted)
         return CoreStepOutput(seqs, token_ids, finished, logprobs, aborted)

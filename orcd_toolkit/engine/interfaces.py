@@ -38,6 +38,7 @@ class KVCacheAllocator(Protocol):
     num_blocks: int
     block_size: int
     supports_prefix_caching: bool
+    enable_prefix_caching: bool
     prefix_queries: int
     prefix_hits: int
 
@@ -62,6 +63,10 @@ class KVCacheAllocator(Protocol):
         self, seq_id: int, num_tokens: int, reserve_tokens: int = 0, watermark: int = 0
     ) -> list[int] | None:
         """Cover ``num_tokens`` tokens; returns the new block ids, or None (nothing changed)."""
+        ...
+
+    def allocate_many(self, seq_ids: list[int], num_tokens: list[int]) -> list[int] | None:
+        """Grow several running sequences at once; all new block ids in order, or None."""
         ...
 
     def free(self, seq_id: int) -> None: ...

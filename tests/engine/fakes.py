@@ -32,7 +32,7 @@ class KVCorruption(AssertionError):
 class CheckingModel:
     """Logits = f(context tokens), read back from the paged KV cache."""
 
-    def __init__(self, vocab_size: int = 64, scale: float = 3.0, eos_boost: dict | None = None):
+    def __init__(self, vocab_size: int = 64, scale: float = 3.0):
         self.vocab_size = vocab_size
         self.scale = scale
         self.calls = 0
@@ -46,6 +46,20 @@ class CheckingModel:
 
     def forward(self, batch: ForwardBatch, kv: FakeKV) -> np.ndarray:
         self.calls += 1
+        # the scheduler skips ForwardBatch validation for speed: re-validate every batch here
+        ForwardBatch(
+            batch.token_ids,
+            batch.positions,
+            batch.seq_starts,
+            batch.context_lens,
+            batch.block_tables,
+            batch.slot_mapping,
+            batch.logits_indices,
+        )
+        for name in ("token_ids", "positions", "seq_starts", "context_lens", "block_tables",
+                     "slot_mapping", "logits_indices"):
+            if getattr(batch, name).dtype != np.int32:
+                raise KVCorruption(f"ForwardBatch.{name} is not int32")
         if self.record:
             self.batches.append(batch)
         bs = kv.block_size
@@ -81,3 +95,29 @@ class NullModel:
 
     def forward(self, batch: ForwardBatch, kv: object) -> np.ndarray:
         return self.buf[: batch.logits_indices.shape[0]]
+
+
+def solo_reference(
+    model: CheckingModel,
+    prompt: list[int],
+    params,
+    seed: int,
+    eos_ids: tuple[int, ...],
+) -> tuple[list[int], str]:
+    """What one request must produce alone: the documented procedure, no engine involved."""
+    from orcd_toolkit.engine.rng import uniform_draws
+    from orcd_toolkit.engine.sampling import sample_row
+
+    stop_ids = tuple(eos_ids) + tuple(params.stop_token_ids)
+    out: list[int] = []
+    for n in range(params.max_tokens):
+        logits = model.logits_for(prompt + out)
+        u = float(uniform_draws([seed], [n])[0])
+        tok, _ = sample_row(
+            logits, params, u, np.asarray(prompt), np.asarray(out, dtype=np.int64), stop_ids
+        )
+        out.append(tok)
+        is_stop = (tok in eos_ids and not params.ignore_eos) or tok in params.stop_token_ids
+        if is_stop and len(out) >= params.min_tokens:
+            return out, "stop"
+    return out, "length"
