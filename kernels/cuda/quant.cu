@@ -1,0 +1,188 @@
+// Quantized matrix-vector (decode) and matrix-matrix (prefill) products that read GGUF blocks
+// directly, and the embedding lookup from a quantized table. Prepended with common.cuh.
+//
+// Layout: W is [rows, cols] in numpy order (ggml ne reversed): row r is row_bytes bytes of
+// blocks. x is [n, cols] float32, y is [n, rows] float32: y = x @ W.T (+ bias).
+
+// ---------------------------------------------------------------------------- matvec
+// One warp per output row; lane i reduces chunks i, i+32, ... of the row against every one of
+// the NB vectors, so the weight is read once for the whole batch. Optional MoE indirection:
+// with expert_ids != nullptr, grid.y = number of (token, slot) pairs and pair p reads expert
+// expert_ids[p] (its matrix starts at W + expert_ids[p] * expert_stride bytes) with input
+// x + (p / x_div) * x_stride, adds bias + expert_ids[p] * rows and writes y + p * y_stride.
+template <int QT, int NB>
+__global__ void __launch_bounds__(128) qmatvec(
+    const u8* __restrict__ W, const float* __restrict__ x, float* __restrict__ y,
+    const float* __restrict__ bias, int rows, int cols, long long row_bytes,
+    const int* __restrict__ expert_ids, long long expert_stride, int x_div, long long x_stride,
+    long long y_stride) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int r = blockIdx.x * 4 + warp;
+    if (r >= rows) return;
+    const int p = blockIdx.y;
+    const u8* Wm = W;
+    const float* xp = x;
+    float* yp = y;
+    const float* bp = bias;
+    if (expert_ids != nullptr) {
+        const int e = expert_ids[p];
+        Wm = W + (long long)e * expert_stride;
+        if (bias != nullptr) bp = bias + (long long)e * rows;
+        xp = x + (long long)(p / x_div) * x_stride;
+        yp = y + (long long)p * y_stride;
+    }
+    const u8* row = Wm + (long long)r * row_bytes;
+    const int nchunks = cols >> 5;
+    float acc[NB];
+#pragma unroll
+    for (int b = 0; b < NB; ++b) acc[b] = 0.f;
+    for (int c = lane; c < nchunks; c += 32) {
+        float w[32];
+        dequant_chunk<QT>(row, c, w);
+#pragma unroll
+        for (int b = 0; b < NB; ++b) {
+            const float4* xv = (const float4*)(xp + (long long)b * cols + c * 32);
+            float s = 0.f;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                float4 v = xv[i];
+                s += w[4 * i] * v.x + w[4 * i + 1] * v.y + w[4 * i + 2] * v.z + w[4 * i + 3] * v.w;
+            }
+            acc[b] += s;
+        }
+    }
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+        float s = acc[b];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        acc[b] = s;
+    }
+    if (lane == 0) {
+        float bv = bp != nullptr ? bp[r] : 0.f;
+#pragma unroll
+        for (int b = 0; b < NB; ++b) yp[(long long)b * rows + r] = acc[b] + bv;
+    }
+}
+
+// ---------------------------------------------------------------------------- matmul (MMA)
+// Tensor-core product for prefill: a 128 (rows of W) x 64 (tokens) output tile per block of
+// 4 warps. Each K step of 32 is exactly one 32-element chunk per row: thread t dequantizes
+// row t's chunk to f16 in shared memory, the block converts the 64x32 slice of x to f16, and
+// each warp issues mma.sync m16n8k16 (f16 inputs, f32 accumulators) on its 32x64 sub-tile.
+// mma.h is not available to NVRTC on the device machine, so the instruction is inline PTX.
+// Fragment layouts: PTX ISA, "Matrix Fragments for mma.m16n8k16" (f16).
+#define MM_BM 128
+#define MM_BN 64
+#define MM_BK 32
+#define MM_LD (MM_BK + 8)  // padded row (halves): conflict-free 32-bit fragment loads
+
+__device__ __forceinline__ void mma_16816(float* c, const u32* a, const u32* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+template <int QT>
+__global__ void __launch_bounds__(128) qmatmul_mma(
+    const u8* __restrict__ W, const float* __restrict__ x, float* __restrict__ y,
+    const float* __restrict__ bias, int rows, int cols, long long row_bytes, int n) {
+    __shared__ __align__(16) u16 As[MM_BM * MM_LD];
+    __shared__ __align__(16) u16 Bs[MM_BN * MM_LD];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int g = lane >> 2, t4 = lane & 3;
+    const int m0 = blockIdx.x * MM_BM, n0 = blockIdx.y * MM_BN;
+    float acc[2][8][4];
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int k = 0; k < 4; ++k) acc[i][j][k] = 0.f;
+    const int nchunks = cols >> 5;
+    const int my_row = m0 + tid;
+    const u8* wrow = W + (long long)(my_row < rows ? my_row : rows - 1) * row_bytes;
+    for (int c = 0; c < nchunks; ++c) {
+        {   // A tile: row tid, chunk c
+            float w[32];
+            dequant_chunk<QT>(wrow, c, w);
+            u32* dst = (u32*)(As + tid * MM_LD);
+#pragma unroll
+            for (int i = 0; i < 16; ++i)
+                dst[i] = (u32)f2h(w[2 * i]) | ((u32)f2h(w[2 * i + 1]) << 16);
+        }
+        // B tile: 64 tokens x 32 k, 16 elements (4 float4) per thread
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            int idx = tid + 128 * i;      // 0..511 float4 slots
+            int tok = idx >> 3, k4 = idx & 7;
+            float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (n0 + tok < n) v = *(const float4*)(x + (long long)(n0 + tok) * cols + c * 32 + 4 * k4);
+            u32* dst = (u32*)(Bs + tok * MM_LD + 4 * k4);
+            dst[0] = (u32)f2h(v.x) | ((u32)f2h(v.y) << 16);
+            dst[1] = (u32)f2h(v.z) | ((u32)f2h(v.w) << 16);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int ks = 0; ks < MM_BK; ks += 16) {
+            u32 a[2][4], b[8][2];
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                const u16* base = As + (warp * 32 + i * 16) * MM_LD + ks;
+                a[i][0] = *(const u32*)(base + g * MM_LD + 2 * t4);
+                a[i][1] = *(const u32*)(base + (g + 8) * MM_LD + 2 * t4);
+                a[i][2] = *(const u32*)(base + g * MM_LD + 2 * t4 + 8);
+                a[i][3] = *(const u32*)(base + (g + 8) * MM_LD + 2 * t4 + 8);
+            }
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const u16* base = Bs + (j * 8 + g) * MM_LD + ks;
+                b[j][0] = *(const u32*)(base + 2 * t4);
+                b[j][1] = *(const u32*)(base + 2 * t4 + 8);
+            }
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+                for (int j = 0; j < 8; ++j) mma_16816(acc[i][j], a[i], b[j]);
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                int r = m0 + warp * 32 + i * 16 + g + 8 * h;
+                if (r >= rows) continue;
+                float bv = bias != nullptr ? bias[r] : 0.f;
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    int tok = n0 + j * 8 + 2 * t4 + e;
+                    if (tok < n) y[(long long)tok * rows + r] = acc[i][j][2 * h + e] + bv;
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------- dequantize
+// Rows of a quantized table: out[t, :] = dequant(W[ids[t]]) (embedding lookup), or, with
+// ids == nullptr, out[t, :] = dequant(W[t]) (whole-matrix dequantization for tests/cuBLAS).
+// One thread per 32-element chunk.
+template <int QT>
+__global__ void dequant_rows(const u8* __restrict__ W, const int* __restrict__ ids,
+                             float* __restrict__ out, int n, int cols, long long row_bytes) {
+    const int nchunks = cols >> 5;
+    long long gid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (gid >= (long long)n * nchunks) return;
+    int t = (int)(gid / nchunks), c = (int)(gid % nchunks);
+    int r = ids != nullptr ? ids[t] : t;
+    float w[32];
+    dequant_chunk<QT>(W + (long long)r * row_bytes, c, w);
+    float4* dst = (float4*)(out + (long long)t * cols + c * 32);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) dst[i] = make_float4(w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]);
+}

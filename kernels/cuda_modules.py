@@ -1,0 +1,96 @@
+"""CuPy RawModule sources (``kernels/cuda/*.cu``), their template instantiations and NVRTC.
+
+Each source is compiled per tensor type (one RawModule per (source, qtype) pair) so a model
+compiles only the types it uses; ``common.cuh`` is prepended rather than ``#include``-d,
+because the device machine's NVRTC lacks parts of the CUDA headers (DESIGN.md section 9).
+
+``compile_check`` runs NVRTC directly (``cupy_backends.cuda.libs.nvrtc``) for ``sm_90`` with
+no GPU and no driver, which is how CI proves every CUDA source compiles.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from orcd_toolkit.kernels.errors import KernelCompileError
+
+CUDA_DIR = Path(__file__).resolve().parent / "cuda"
+NVRTC_OPTIONS: tuple[str, ...] = ("--std=c++17",)
+
+# ggml type ids that the CUDA kernels decode (common.cuh QT_*), same numbers as GGMLType.
+QTYPE_IDS: tuple[int, ...] = (0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 30, 39)
+MATVEC_BATCHES: tuple[int, ...] = (1, 2, 4, 8)
+HEAD_DIMS: tuple[int, ...] = (64, 96, 128)
+ATTN_ITEMS_PER_WARP = 4
+
+
+def source(name: str) -> str:
+    """The full text NVRTC compiles for ``kernels/cuda/<name>.cu``."""
+    common = (CUDA_DIR / "common.cuh").read_text()
+    return common + "\n" + (CUDA_DIR / f"{name}.cu").read_text()
+
+
+def name_expressions(name: str, qtype: int | None = None) -> list[str]:
+    """Template instantiations of one module (all types when ``qtype`` is None)."""
+    if name == "quant":
+        qts = QTYPE_IDS if qtype is None else (qtype,)
+        out = [f"qmatvec<{q},{nb}>" for q in qts for nb in MATVEC_BATCHES]
+        out += [f"qmatmul_mma<{q}>" for q in qts]
+        out += [f"dequant_rows<{q}>" for q in qts]
+        return out
+    if name == "attention":
+        out = [f"attention_flash<{d},{ATTN_ITEMS_PER_WARP}>" for d in HEAD_DIMS]
+        out += [f"attention_combine<{d}>" for d in HEAD_DIMS]
+        out.append("attention_basic")
+        return out
+    raise KernelCompileError(f"unknown CUDA module {name!r}")
+
+
+SOURCE_NAMES: tuple[str, ...] = ("quant", "attention")
+
+
+@functools.cache
+def module(name: str, qtype: int | None = None) -> Any:
+    """The compiled ``cupy.RawModule`` (cached per process; CuPy also caches on disk)."""
+    import cupy
+
+    return cupy.RawModule(
+        code=source(name),
+        options=NVRTC_OPTIONS,
+        name_expressions=name_expressions(name, qtype),
+    )
+
+
+@functools.cache
+def function(name: str, expr: str, qtype: int | None = None) -> Any:
+    """One kernel of a module, by its template expression (e.g. ``qmatvec<8,1>``)."""
+    return module(name, qtype).get_function(expr)
+
+
+def compile_check(name: str, arch: str = "sm_90", *, verbose: bool = False) -> bytes:
+    """Compile ``name`` with every instantiation for ``arch`` through NVRTC; return the cubin.
+
+    Works without a GPU or driver (needs the NVRTC library, e.g. the nvidia-cuda-nvrtc wheel).
+    Raises :class:`KernelCompileError` with the compiler log on failure.
+    """
+    from cupy_backends.cuda.libs import nvrtc
+
+    prog = nvrtc.createProgram(source(name), f"{name}.cu", [], [])
+    try:
+        for expr in name_expressions(name):
+            nvrtc.addNameExpression(prog, expr)
+        opts = [f"-arch={arch}", *NVRTC_OPTIONS]
+        if verbose:
+            opts.append("--ptxas-options=-v")
+        try:
+            nvrtc.compileProgram(prog, opts)
+        except nvrtc.NVRTCError as exc:
+            log = nvrtc.getProgramLog(prog)
+            raise KernelCompileError(f"NVRTC failed on {name}.cu for {arch}: {exc}\n{log}") from None
+        if verbose:
+            print(nvrtc.getProgramLog(prog))
+        return nvrtc.getCUBIN(prog)
+    finally:
+        nvrtc.destroyProgram(prog)

@@ -1,0 +1,156 @@
+"""RMSNorm and LayerNorm, optionally fused with the residual add (Numba CUDA).
+
+One block per row; the reduction (written inline: a call to a Numba device function
+needs a GPU to pick its target, which would break the CI ``compile_ptx`` check) is a shared-memory tree in float64 (the NumPy reference,
+like ggml, accumulates in double), so the kernels also run on the CUDA simulator, which has
+no warp shuffles. Semantics: ``backends.cpu.ops.rms_norm`` / ``add_rms_norm`` /
+``layer_norm`` / ``add_layer_norm``. The fused forms write the new residual stream
+``x + residual`` and the normalized output in one pass.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numba
+import numpy as np
+from numba import cuda
+
+from orcd_toolkit.kernels._launch import numba_stream
+from orcd_toolkit.kernels.errors import KernelError
+
+MAX_THREADS = 256  # shared reduction buffer size; launches use a power of two <= this
+
+
+@cuda.jit
+def _rms_norm_kernel(x, residual, weight, out, resid_out, eps, fused):  # pragma: no cover
+    row = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    n = x.shape[1]
+    sh = cuda.shared.array(MAX_THREADS, numba.float64)
+    acc = 0.0
+    for i in range(tid, n, nt):
+        v = x[row, i]
+        if fused:
+            v = v + residual[row, i]
+            resid_out[row, i] = v
+        acc += numba.float64(v) * numba.float64(v)
+    sh[tid] = acc
+    cuda.syncthreads()
+    s = nt // 2
+    while s > 0:
+        if tid < s:
+            sh[tid] += sh[tid + s]
+        cuda.syncthreads()
+        s //= 2
+    total = sh[0]
+    cuda.syncthreads()
+    scale = numba.float32(1.0 / math.sqrt(total / n + eps))
+    for i in range(tid, n, nt):
+        v = resid_out[row, i] if fused else x[row, i]
+        out[row, i] = (v * scale) * weight[i]
+
+
+@cuda.jit
+def _layer_norm_kernel(x, residual, weight, bias, out, resid_out, eps, fused):  # pragma: no cover
+    row = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    n = x.shape[1]
+    sh = cuda.shared.array(MAX_THREADS, numba.float64)
+    acc = 0.0
+    for i in range(tid, n, nt):
+        v = x[row, i]
+        if fused:
+            v = v + residual[row, i]
+            resid_out[row, i] = v
+        acc += numba.float64(v)
+    sh[tid] = acc
+    cuda.syncthreads()
+    s = nt // 2
+    while s > 0:
+        if tid < s:
+            sh[tid] += sh[tid + s]
+        cuda.syncthreads()
+        s //= 2
+    mean = sh[0] / n
+    cuda.syncthreads()
+    acc = 0.0
+    for i in range(tid, n, nt):
+        v = resid_out[row, i] if fused else x[row, i]
+        c = numba.float64(v) - mean
+        acc += c * c
+    sh[tid] = acc
+    cuda.syncthreads()
+    s = nt // 2
+    while s > 0:
+        if tid < s:
+            sh[tid] += sh[tid + s]
+        cuda.syncthreads()
+        s //= 2
+    var = sh[0] / n
+    cuda.syncthreads()
+    scale = numba.float32(1.0 / math.sqrt(var + eps))
+    for i in range(tid, n, nt):
+        v = resid_out[row, i] if fused else x[row, i]
+        c = numba.float32(numba.float64(v) - mean)
+        out[row, i] = (c * scale) * weight[i] + bias[i]
+
+
+def _threads(n: int, max_threads: int) -> int:
+    t = 1
+    while t < min(n, max_threads):
+        t *= 2
+    return max(1, min(t, max_threads))
+
+
+def _check2d(a: Any, name: str, shape: tuple[int, int]) -> None:
+    if a.dtype != np.float32 or tuple(a.shape) != shape:
+        raise KernelError(f"{name} must be float32 {list(shape)}, got {a.dtype} {list(a.shape)}")
+
+
+def rms_norm(out: Any, x: Any, weight: Any, eps: float, *, residual: Any = None,
+             residual_out: Any = None, stream: Any = None, threads: int = MAX_THREADS) -> None:
+    """``out = rms_norm(x (+ residual)) * weight``; with ``residual`` also writes the sum to
+    ``residual_out``, which may alias ``x`` or ``residual`` (each thread re-reads only the
+    elements it wrote itself)."""
+    rows, n = x.shape
+    _check2d(out, "out", (rows, n))
+    fused = residual is not None
+    if fused:
+        if residual_out is None:
+            raise KernelError("residual_out is required with residual")
+        _check2d(residual, "residual", (rows, n))
+        _check2d(residual_out, "residual_out", (rows, n))
+    r = residual if fused else x
+    ro = residual_out if fused else out
+    _rms_norm_kernel[rows, _threads(n, threads), numba_stream(stream)](
+        x, r, weight, out, ro, np.float64(eps), fused)
+
+
+def layer_norm(out: Any, x: Any, weight: Any, bias: Any, eps: float, *, residual: Any = None,
+               residual_out: Any = None, stream: Any = None, threads: int = MAX_THREADS) -> None:
+    """``out = layer_norm(x (+ residual)) * weight + bias``; fused residual as in rms_norm."""
+    rows, n = x.shape
+    _check2d(out, "out", (rows, n))
+    fused = residual is not None
+    if fused:
+        if residual_out is None:
+            raise KernelError("residual_out is required with residual")
+        _check2d(residual, "residual", (rows, n))
+        _check2d(residual_out, "residual_out", (rows, n))
+    r = residual if fused else x
+    ro = residual_out if fused else out
+    _layer_norm_kernel[rows, _threads(n, threads), numba_stream(stream)](
+        x, r, weight, bias, out, ro, np.float64(eps), fused)
+
+
+F32_2D = numba.float32[:, :]
+F32_1D = numba.float32[:]
+PTX_SIGNATURES = [
+    (_rms_norm_kernel, (F32_2D, F32_2D, F32_1D, F32_2D, F32_2D, numba.float64, numba.boolean)),
+    (_layer_norm_kernel,
+     (F32_2D, F32_2D, F32_1D, F32_1D, F32_2D, F32_2D, numba.float64, numba.boolean)),
+]

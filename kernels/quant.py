@@ -1,0 +1,195 @@
+"""Quantized linear layers on raw GGUF blocks (CuPy RawModule ``cuda/quant.cu``).
+
+``matvec`` (decode, up to 8 vectors per launch: one warp per output row reads the row once
+for the whole batch) and ``matmul`` (prefill: dequantized 128x32 tiles in shared memory, f16
+tensor cores through inline-PTX ``mma.sync``, f32 accumulation). ``linear`` picks one by
+batch size. ``expert_matvec`` runs the same matvec for MoE, reading only the selected experts.
+``embed`` and ``dequantize`` decode rows with the same device code.
+
+Weights stay in their GGUF block format; every type of DESIGN.md section 6 is supported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from orcd_toolkit.gguf.types import LAYOUTS, GGMLType, row_bytes
+from orcd_toolkit.kernels import cuda_modules
+from orcd_toolkit.kernels._launch import NULL, cdiv, check, on_stream
+from orcd_toolkit.kernels.errors import KernelError
+
+MATVEC_MAX_BATCH = 8  # above this ``linear`` switches to the tensor-core matmul
+
+
+@dataclass(frozen=True, slots=True)
+class QuantWeight:
+    """A weight matrix (or a stack of experts) kept as raw GGUF blocks in device memory.
+
+    ``data`` is uint8 ``[rows, row_bytes]`` or ``[experts, rows, row_bytes]``; logical shape
+    ``[rows, cols]`` per matrix (numpy order: the output dimension first).
+    """
+
+    data: Any
+    qtype: GGMLType
+    rows: int
+    cols: int
+
+    def __post_init__(self) -> None:
+        qt = GGMLType(int(self.qtype))
+        object.__setattr__(self, "qtype", qt)
+        rb = row_bytes(qt, self.cols)
+        if self.cols % 32:
+            raise KernelError(f"{qt.name} weight: cols {self.cols} must be a multiple of 32")
+        if self.data.dtype != np.uint8 or self.data.shape[-2:] != (self.rows, rb):
+            raise KernelError(
+                f"{qt.name} weight [{self.rows}, {self.cols}] needs uint8 [..., {self.rows}, {rb}], "
+                f"got {self.data.dtype} {tuple(self.data.shape)}"
+            )
+        if not self.data.flags.c_contiguous:
+            raise KernelError("weight data must be C-contiguous")
+
+    @property
+    def row_bytes(self) -> int:
+        return row_bytes(self.qtype, self.cols)
+
+    @property
+    def num_experts(self) -> int:
+        return self.data.shape[0] if self.data.ndim == 3 else 0
+
+    @property
+    def matrix_bytes(self) -> int:
+        return self.rows * self.row_bytes
+
+
+def _fn(expr: str, qtype: int) -> Any:
+    return cuda_modules.function("quant", expr, int(qtype))
+
+
+def _check_linear(out: Any, x: Any, w: QuantWeight, bias: Any) -> int:
+    check(x, "x", np.float32, (None, w.cols))
+    n = x.shape[0]
+    check(out, "out", np.float32, (n, w.rows))
+    if bias is not None:
+        check(bias, "bias", np.float32, (w.rows,))
+    return n
+
+
+def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = None) -> None:
+    """``out[n, rows] = x[n, cols] @ W.T (+ bias)`` for small n (memory-bound decode path).
+
+    Batches above 8 are split into launches of 8/4/2/1 vectors; each launch reads W once.
+    """
+    n = _check_linear(out, x, w, bias)
+    if w.num_experts:
+        raise KernelError("matvec takes a single matrix; use expert_matvec for expert stacks")
+    grid = (cdiv(w.rows, 4), 1, 1)
+    with on_stream(stream):
+        start = 0
+        while start < n:
+            nb = next(b for b in (8, 4, 2, 1) if b <= n - start)
+            _fn(f"qmatvec<{int(w.qtype)},{nb}>", w.qtype)(
+                grid, (128,),
+                (w.data, x[start:], out[start:], NULL if bias is None else bias,
+                 np.int32(w.rows), np.int32(w.cols), np.int64(w.row_bytes),
+                 NULL, np.int64(0), np.int32(1), np.int64(0), np.int64(0)),
+            )
+            start += nb
+
+
+def matmul(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = None) -> None:
+    """``out[n, rows] = x[n, cols] @ W.T (+ bias)`` on tensor cores (prefill path).
+
+    x is rounded to f16 inside the kernel (weights are dequantized exactly, then rounded to
+    f16 too); accumulation is f32.
+    """
+    n = _check_linear(out, x, w, bias)
+    if w.num_experts:
+        raise KernelError("matmul takes a single matrix")
+    grid = (cdiv(w.rows, 128), cdiv(n, 64), 1)
+    with on_stream(stream):
+        _fn(f"qmatmul_mma<{int(w.qtype)}>", w.qtype)(
+            grid, (128,),
+            (w.data, x, out, NULL if bias is None else bias, np.int32(w.rows), np.int32(w.cols),
+             np.int64(w.row_bytes), np.int32(n)),
+        )
+
+
+def linear(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = None) -> None:
+    """The linear layer of the forward pass: matvec up to 8 tokens, tensor-core matmul above."""
+    if x.shape[0] <= MATVEC_MAX_BATCH:
+        matvec(out, x, w, bias, stream=stream)
+    else:
+        matmul(out, x, w, bias, stream=stream)
+
+
+def expert_matvec(
+    out: Any,
+    x: Any,
+    w: QuantWeight,
+    expert_ids: Any,
+    *,
+    x_per_slot: bool,
+    bias: Any = None,
+    stream: Any = None,
+) -> None:
+    """MoE expert products reading only the selected experts.
+
+    ``expert_ids`` int32 [T, k]; ``w`` a stack [E, rows, cols]; ``out`` [T, k, rows].
+    With ``x_per_slot`` False, x is [T, cols] (every slot of token t reads x[t]: gate/up);
+    with True, x is [T, k, cols] (down projection of each slot's own activation).
+    ``bias`` [E, rows] is added for the selected expert.
+    """
+    if not w.num_experts:
+        raise KernelError("expert_matvec needs an expert stack [E, rows, row_bytes]")
+    check(expert_ids, "expert_ids", np.int32, (None, None))
+    t, k = expert_ids.shape
+    check(out, "out", np.float32, (t, k, w.rows))
+    if x_per_slot:
+        check(x, "x", np.float32, (t, k, w.cols))
+    else:
+        check(x, "x", np.float32, (t, w.cols))
+    if bias is not None:
+        check(bias, "bias", np.float32, (w.num_experts, w.rows))
+    with on_stream(stream):
+        _fn(f"qmatvec<{int(w.qtype)},1>", w.qtype)(
+            (cdiv(w.rows, 4), t * k, 1), (128,),
+            (w.data, x, out, NULL if bias is None else bias, np.int32(w.rows), np.int32(w.cols),
+             np.int64(w.row_bytes), expert_ids, np.int64(w.matrix_bytes),
+             np.int32(1 if x_per_slot else k), np.int64(w.cols), np.int64(w.rows)),
+        )
+
+
+def embed(out: Any, table: QuantWeight, token_ids: Any, *, stream: Any = None) -> None:
+    """``out[t] = dequant(table[token_ids[t]])``: the embedding lookup on a quantized table.
+
+    Ids are not range-checked on the device (that would need a host sync); the engine
+    validates token ids at submission.
+    """
+    check(token_ids, "token_ids", np.int32, (None,))
+    n = token_ids.shape[0]
+    check(out, "out", np.float32, (n, table.cols))
+    _dequant(out, table, token_ids, n, stream)
+
+
+def dequantize(out: Any, w: QuantWeight, *, stream: Any = None) -> None:
+    """The whole matrix as f32 ``out[rows, cols]`` (tests and the cuBLAS comparison)."""
+    check(out, "out", np.float32, (w.rows, w.cols))
+    _dequant(out, w, None, w.rows, stream)
+
+
+def _dequant(out: Any, w: QuantWeight, ids: Any, n: int, stream: Any) -> None:
+    total = n * (w.cols // 32)
+    with on_stream(stream):
+        _fn(f"dequant_rows<{int(w.qtype)}>", w.qtype)(
+            (cdiv(total, 256),), (256,),
+            (w.data, NULL if ids is None else ids, out, np.int32(n), np.int32(w.cols),
+             np.int64(w.row_bytes)),
+        )
+
+
+def layout_table() -> dict[int, tuple[int, int]]:
+    """(block_elems, block_bytes) per type as the kernels assume them (tests compare with A's)."""
+    return {int(t): (LAYOUTS[t].block_elems, LAYOUTS[t].block_bytes) for t in GGMLType}

@@ -1,0 +1,692 @@
+"""Op-parity command for the GPU kernels (like llama.cpp's test-backend-ops).
+
+Every op, every tensor type, several shapes (odd sizes and the real shapes of Qwen2.5-0.5B,
+Phi-3-mini and gpt-oss-20b), random inputs from fixed seeds, normalized MSE
+``sum((gpu - ref)^2) / sum(ref^2)`` against the NumPy reference
+(``orcd_toolkit.backends.cpu.ops``, ``engine.sampling``) with a per-op tolerance, and guard
+elements after every output that must stay untouched (outputs are poisoned with NaN first, so
+an unwritten element also fails). Prints a table; ``--out FILE`` also writes it.
+
+Run on a GPU machine:  python scripts/kernel_parity.py [--quick] [--out parity.txt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from orcd_toolkit.backends.cpu import ops  # noqa: E402
+from orcd_toolkit.gguf.quants import random_blocks  # noqa: E402
+from orcd_toolkit.gguf.types import GGMLType  # noqa: E402
+
+GUARD = 64
+SENTINEL = np.float32(1234.5)
+
+# per-op tolerances on normalized MSE, and why
+TOL = {
+    "matvec": 1e-9,  # exact dequantization, f32 products and sums: only summation order differs
+    "matmul_mma": 2e-6,  # x and dequantized w rounded to f16 (2^-11 relative), f32 accumulation
+    "embed": 1e-12,  # the same f32 decode as gguf.quants; only (d*sc)*q vs d*(sc*q) rounding
+    "norm": 1e-10,  # float64 reductions, f32 elementwise like the reference
+    "rope": 1e-10,  # angles in float64 on both sides
+    "kv_write": 1e-6,  # f16 cache vs the f32 reference rounded to f16
+    "attention": 1e-8,  # f16 K/V decoded exactly, f32 online softmax with __expf
+    "activation": 1e-10,  # f32 exp/tanh, 1-2 ulp apart
+    "moe_route": 1e-12,  # weights in float64; ids must match exactly
+    "moe": 1e-9,  # matvec tolerance through the expert FFN
+    "sampling": 0.0,  # token ids must match exactly (nMSE column: logprobs)
+}
+
+
+@dataclass
+class Row:
+    op: str
+    qtype: str
+    shape: str
+    nmse: float
+    tol: float
+    ok: bool
+    note: str = ""
+
+
+ROWS: list[Row] = []
+
+
+def nmse(out: np.ndarray, ref: np.ndarray) -> float:
+    out = np.asarray(out, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if out.shape != ref.shape:
+        return float("inf")
+    if not np.all(np.isfinite(out)):
+        return float("nan")
+    den = float(np.sum(ref * ref))
+    num = float(np.sum((out - ref) ** 2))
+    return num / den if den > 0 else num
+
+
+def record(
+    op: str, qtype: str, shape: str, err: float, tol: float, guard_ok: bool = True, note: str = ""
+) -> None:
+    ok = bool(np.isfinite(err) and err <= tol and guard_ok)
+    if not guard_ok:
+        note = (note + " guard overwritten").strip()
+    ROWS.append(Row(op, qtype, shape, err, tol, ok, note))
+    flag = "ok" if ok else "FAIL"
+    print(
+        f"  {op:<18} {qtype:<7} {shape:<34} nmse={err:.3e} tol={tol:.0e} {flag} {note}", flush=True
+    )
+
+
+def guarded(cp, shape: tuple[int, ...], dtype=np.float32):
+    """A poisoned output array with GUARD sentinel elements after it; returns (view, base)."""
+    n = int(np.prod(shape))
+    base = cp.full(n + GUARD, np.nan, dtype=dtype)
+    base[n:] = SENTINEL
+    return base[:n].reshape(shape), base
+
+
+def guard_ok(cp, base, n: int) -> bool:
+    return bool(cp.all(base[n:] == SENTINEL).get())
+
+
+def run_case(name: str, fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001 - the harness reports every failure and goes on
+        traceback.print_exc()
+        ROWS.append(
+            Row(name, "-", "-", float("nan"), 0.0, False, f"{type(exc).__name__}: {exc}"[:120])
+        )
+
+
+# --------------------------------------------------------------------------- quantized linear
+
+ALL_TYPES = [
+    GGMLType.F32,
+    GGMLType.F16,
+    GGMLType.BF16,
+    GGMLType.Q4_0,
+    GGMLType.Q4_1,
+    GGMLType.Q5_0,
+    GGMLType.Q5_1,
+    GGMLType.Q8_0,
+    GGMLType.Q4_K,
+    GGMLType.Q5_K,
+    GGMLType.Q6_K,
+    GGMLType.MXFP4,
+]
+K_TYPES = {GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K}
+
+
+def linear_shapes(qt: GGMLType, quick: bool) -> list[tuple[int, int, str]]:
+    """(rows, cols, label): odd sizes and the real model rows this type has to serve."""
+    if qt in K_TYPES:
+        shapes = [
+            (1001, 512, "odd"),
+            (896, 4864, "qwen0.5b ffn_down"),
+            (4864, 896 * 0 + 1024, "odd cols 1024"),
+        ]
+        if not quick:
+            shapes += [
+                (3072, 3072, "phi3 attn_qkv/out"),
+                (3072, 8192, "phi3 ffn_down"),
+                (1536, 8960, "qwen1.5b ffn_down"),
+            ]
+        return shapes
+    shapes = [
+        (1001, 96, "odd"),
+        (896, 896, "qwen0.5b attn_q/o"),
+        (128, 896, "qwen0.5b attn_k/v"),
+        (4864, 896, "qwen0.5b ffn_gate/up"),
+        (896, 4864, "qwen0.5b ffn_down"),
+    ]
+    if qt == GGMLType.MXFP4:
+        shapes.append((2880, 2880, "gpt-oss expert"))
+    if not quick and qt in (GGMLType.Q8_0, GGMLType.Q6_K, GGMLType.F16):
+        shapes.append((151936, 896, "qwen0.5b vocab"))
+    return shapes
+
+
+def check_linear(cp, quant, qt: GGMLType, rows: int, cols: int, label: str, rng) -> None:
+    raw = random_blocks(qt, (rows, cols), rng)
+    w_ref = ops.dequantize(raw, int(qt), (rows, cols))
+    w = quant.QuantWeight(cp.asarray(raw), qt, rows, cols)
+    bias = rng.normal(0, 0.1, rows).astype(np.float32)
+    for n in (1, 3, 8):
+        x = rng.normal(0, 1, (n, cols)).astype(np.float32)
+        out, base = guarded(cp, (n, rows))
+        quant.matvec(out, cp.asarray(x), w, cp.asarray(bias))
+        ref = ops.matmul(x, w_ref, bias)
+        record(
+            "matvec",
+            qt.name,
+            f"{rows}x{cols} n={n} {label}",
+            nmse(out.get(), ref),
+            TOL["matvec"],
+            guard_ok(cp, base, n * rows),
+        )
+    for n in (37, 512) if rows * cols <= 16e6 else (37,):
+        x = rng.normal(0, 1, (n, cols)).astype(np.float32)
+        out, base = guarded(cp, (n, rows))
+        quant.matmul(out, cp.asarray(x), w, cp.asarray(bias))
+        ref = ops.matmul(x, w_ref, bias)
+        record(
+            "matmul_mma",
+            qt.name,
+            f"{rows}x{cols} n={n} {label}",
+            nmse(out.get(), ref),
+            TOL["matmul_mma"],
+            guard_ok(cp, base, n * rows),
+        )
+    ids = rng.integers(0, rows, 9).astype(np.int32)
+    out, base = guarded(cp, (9, cols))
+    quant.embed(out, w, cp.asarray(ids))
+    record(
+        "embed",
+        qt.name,
+        f"{rows}x{cols} ids=9 {label}",
+        nmse(out.get(), w_ref[ids]),
+        TOL["embed"],
+        guard_ok(cp, base, 9 * cols),
+    )
+
+
+# --------------------------------------------------------------------------- norms, rope, acts
+
+
+def check_norms(cp, norms, rng) -> None:
+    for rows, n in ((1, 896), (7, 3072), (512, 2880), (3, 100)):
+        x = rng.normal(0, 1, (rows, n)).astype(np.float32)
+        r = rng.normal(0, 1, (rows, n)).astype(np.float32)
+        w = rng.normal(1, 0.1, n).astype(np.float32)
+        b = rng.normal(0, 0.1, n).astype(np.float32)
+        shape = f"{rows}x{n}"
+        out, base = guarded(cp, (rows, n))
+        norms.rms_norm(out, cp.asarray(x), cp.asarray(w), 1e-6)
+        record(
+            "rms_norm",
+            "f32",
+            shape,
+            nmse(out.get(), ops.rms_norm(x, w, 1e-6)),
+            TOL["norm"],
+            guard_ok(cp, base, rows * n),
+        )
+        out, base = guarded(cp, (rows, n))
+        ro, rbase = guarded(cp, (rows, n))
+        norms.rms_norm(
+            out, cp.asarray(x), cp.asarray(w), 1e-6, residual=cp.asarray(r), residual_out=ro
+        )
+        ref, ref_sum = ops.add_rms_norm(x, r, w, 1e-6)
+        record(
+            "add_rms_norm",
+            "f32",
+            shape,
+            max(nmse(out.get(), ref), nmse(ro.get(), ref_sum)),
+            TOL["norm"],
+            guard_ok(cp, base, rows * n) and guard_ok(cp, rbase, rows * n),
+        )
+        out, base = guarded(cp, (rows, n))
+        norms.layer_norm(out, cp.asarray(x), cp.asarray(w), cp.asarray(b), 1e-5)
+        record(
+            "layer_norm",
+            "f32",
+            shape,
+            nmse(out.get(), ops.layer_norm(x, w, b, 1e-5)),
+            TOL["norm"],
+            guard_ok(cp, base, rows * n),
+        )
+        out, base = guarded(cp, (rows, n))
+        ro, rbase = guarded(cp, (rows, n))
+        norms.layer_norm(
+            out,
+            cp.asarray(x),
+            cp.asarray(w),
+            cp.asarray(b),
+            1e-5,
+            residual=cp.asarray(r),
+            residual_out=ro,
+        )
+        ref, ref_sum = ops.add_layer_norm(x, r, w, b, 1e-5)
+        record(
+            "add_layer_norm",
+            "f32",
+            shape,
+            max(nmse(out.get(), ref), nmse(ro.get(), ref_sum)),
+            TOL["norm"],
+            guard_ok(cp, base, rows * n) and guard_ok(cp, rbase, rows * n),
+        )
+
+
+ROPE_CASES = [
+    # label, T, Hq, Hkv, D, n_rot, mode, kwargs
+    ("qwen2 neox", 5, 14, 2, 64, 64, ops.ROPE_NEOX, {"freq_base": 1e6}),
+    ("llama norm", 3, 9, 3, 64, 64, ops.ROPE_NORM, {"freq_base": 1e4}),
+    ("phi3 neox partial", 4, 32, 32, 96, 64, ops.ROPE_NEOX, {"freq_base": 1e4}),
+    (
+        "gpt-oss yarn",
+        6,
+        64,
+        8,
+        64,
+        64,
+        ops.ROPE_NEOX,
+        {
+            "freq_base": 150000.0,
+            "freq_scale": 1 / 32,
+            "ext_factor": 1.0,
+            "attn_factor": 1.0,
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "n_ctx_orig": 4096,
+        },
+    ),
+]
+
+
+def check_rope(cp, rope, rng) -> None:
+    for label, t, hq, hkv, d, n_rot, mode, kw in ROPE_CASES:
+        q = rng.normal(0, 1, (t, hq, d)).astype(np.float32)
+        k = rng.normal(0, 1, (t, hkv, d)).astype(np.float32)
+        v = rng.normal(0, 1, (t, hkv, d)).astype(np.float32)
+        pos = rng.integers(0, 30000, t).astype(np.int32)
+        nb, bs = 4, 16
+        slots = rng.permutation(nb * bs)[:t].astype(np.int32)
+        slots[-1] = -1  # a padding token: skipped
+        freqs, mscale = rope.rope_frequencies(n_rot, **kw)
+        qd, kd, vd = cp.asarray(q), cp.asarray(k), cp.asarray(v)
+        kc = cp.zeros((nb, bs, hkv, d), cp.float16)
+        vc = cp.zeros((nb, bs, hkv, d), cp.float16)
+        rope.rope_kv_write(
+            qd,
+            kd,
+            vd,
+            cp.asarray(pos),
+            cp.asarray(freqs),
+            mscale,
+            mode,
+            slot_mapping=cp.asarray(slots),
+            k_cache=kc,
+            v_cache=vc,
+        )
+        q_ref = ops.rope(q, pos, n_rot, mode, **kw)
+        k_ref = ops.rope(k, pos, n_rot, mode, **kw)
+        shape = f"T={t} {hq}/{hkv}x{d} rot={n_rot}"
+        record("rope", label, shape, max(nmse(qd.get(), q_ref), nmse(kd.get(), k_ref)), TOL["rope"])
+        kc_ref = np.zeros((nb, bs, hkv, d), np.float32)
+        vc_ref = np.zeros((nb, bs, hkv, d), np.float32)
+        ops.write_kv(
+            kc_ref,
+            vc_ref,
+            k_ref.astype(np.float16).astype(np.float32),
+            v.astype(np.float16).astype(np.float32),
+            slots,
+        )
+        err = max(
+            nmse(kc.get().astype(np.float32), kc_ref), nmse(vc.get().astype(np.float32), vc_ref)
+        )
+        record("rope_kv_write", label, shape + " f16 cache", err, TOL["kv_write"])
+
+
+def check_activations(cp, act, rng) -> None:
+    for rows, n in ((1, 4864), (512, 2880), (3, 33)):
+        g = rng.normal(0, 3, (rows, n)).astype(np.float32)
+        u = rng.normal(0, 3, (rows, n)).astype(np.float32)
+        shape = f"{rows}x{n}"
+        for name, fn, ref in (
+            ("swiglu", lambda o, a, b: act.swiglu(o, a, b), ops.swiglu(g, u)),
+            ("swiglu_oai", lambda o, a, b: act.swiglu_oai(o, a, b), ops.swiglu_oai(g, u)),
+            ("add", lambda o, a, b: act.add(o, a, b), g + u),
+        ):
+            out, base = guarded(cp, (rows, n))
+            fn(out, cp.asarray(g), cp.asarray(u))
+            record(
+                name,
+                "f32",
+                shape,
+                nmse(out.get(), ref),
+                TOL["activation"],
+                guard_ok(cp, base, rows * n),
+            )
+        out, base = guarded(cp, (rows, n))
+        act.gelu(out, cp.asarray(g))
+        record(
+            "gelu",
+            "f32",
+            shape,
+            nmse(out.get(), ops.gelu(g)),
+            TOL["activation"],
+            guard_ok(cp, base, rows * n),
+        )
+    # strided halves of a fused gate/up projection (phi3 style)
+    gu = rng.normal(0, 3, (4, 2 * 8192)).astype(np.float32)
+    gud = cp.asarray(gu)
+    out, base = guarded(cp, (4, 8192))
+    act.swiglu(out, gud[:, :8192], gud[:, 8192:])
+    record(
+        "swiglu",
+        "f32",
+        "4x8192 strided halves (phi3)",
+        nmse(out.get(), ops.swiglu(gu[:, :8192], gu[:, 8192:])),
+        TOL["activation"],
+        guard_ok(cp, base, 4 * 8192),
+    )
+
+
+# --------------------------------------------------------------------------- attention
+
+ATTN_MODELS = [
+    # label, Hq, Hkv, D, sinks, window
+    ("qwen0.5b", 14, 2, 64, False, 0),
+    ("qwen1.5b", 12, 2, 128, False, 0),
+    ("phi3 MHA", 32, 32, 96, False, 0),
+    ("gpt-oss sinks+swa", 64, 8, 64, True, 128),
+]
+
+
+def make_batch(rng, seqs: list[tuple[int, int]], block_size: int):
+    """Ragged batch metadata for (n_new, context_len) per sequence, paged with shuffled blocks."""
+    nblocks = [-(-ctx // block_size) for _, ctx in seqs]
+    total = sum(nblocks) + 3
+    perm = rng.permutation(total).astype(np.int32)
+    tables = np.full((len(seqs), max(nblocks)), -1, np.int32)
+    at = 0
+    for i, nb in enumerate(nblocks):
+        tables[i, :nb] = perm[at : at + nb]
+        at += nb
+    starts = np.zeros(len(seqs) + 1, np.int32)
+    starts[1:] = np.cumsum([n for n, _ in seqs])
+    lens = np.array([c for _, c in seqs], np.int32)
+    return tables, starts, lens, total
+
+
+def check_attention(cp, attn, rng, quick: bool) -> None:
+    batches = [
+        ("mixed prefill+decode", [(1, 37), (5, 300), (1, 1), (64, 64), (17, 530)]),
+        ("decode b=8 long", [(1, int(c)) for c in rng.integers(900, 2500, 8)]),
+    ]
+    if not quick:
+        batches.append(("prefill 512", [(512, 512)]))
+    for label, hq, hkv, d, use_sinks, window in ATTN_MODELS:
+        for blabel, seqs in batches:
+            bs = 16
+            tables, starts, lens, nblk = make_batch(rng, seqs, bs)
+            t = int(starts[-1])
+            q = rng.normal(0, 1, (t, hq, d)).astype(np.float32)
+            kc = rng.normal(0, 1, (nblk, bs, hkv, d)).astype(np.float16)
+            vc = rng.normal(0, 1, (nblk, bs, hkv, d)).astype(np.float16)
+            sinks = rng.normal(0, 1, hq).astype(np.float32) if use_sinks else None
+            scale = 1.0 / np.sqrt(d)
+            ref = ops.paged_attention(
+                q,
+                kc.astype(np.float32),
+                vc.astype(np.float32),
+                tables,
+                starts,
+                lens,
+                scale=scale,
+                sinks=sinks,
+                sliding_window=window,
+            )
+            shape = attn.AttentionShape(
+                t, len(seqs), int(np.diff(starts).max()), int(lens.max()), hq, hkv, d
+            )
+            dev = [cp.asarray(a) for a in (q, kc, vc, tables, starts, lens)]
+            for kern in (attn.BasicAttention(), attn.FlashAttention()):
+                out, base = guarded(cp, (t, hq, d))
+                ws = cp.empty(kern.workspace_shape(shape), cp.float32)
+                kern(
+                    out,
+                    *dev,
+                    shape,
+                    ws,
+                    scale=scale,
+                    sinks=None if sinks is None else cp.asarray(sinks),
+                    sliding_window=window,
+                )
+                splits = kern.splits(shape) if hasattr(kern, "splits") else 1
+                record(
+                    f"attention_{kern.name}",
+                    "f16kv",
+                    f"{label} {blabel} T={t} splits={splits}",
+                    nmse(out.get(), ref),
+                    TOL["attention"],
+                    guard_ok(cp, base, t * hq * d),
+                )
+
+
+# --------------------------------------------------------------------------- moe, sampling
+
+
+def check_moe(cp, quant, moe, act, rng) -> None:
+    for label, qt, n_exp, k, d, f, t in (
+        ("gpt-oss-like", GGMLType.MXFP4, 8, 4, 2880, 2880, 3),
+        ("small q8_0", GGMLType.Q8_0, 16, 2, 256, 512, 5),
+    ):
+        logits = rng.normal(0, 1, (t, n_exp)).astype(np.float32)
+        logits[0, 1] = logits[0, 2]  # a tie: lower id first
+        ids = cp.empty((t, k), cp.int32)
+        wts = cp.empty((t, k), cp.float32)
+        moe.route(ids, wts, cp.asarray(logits))
+        ref_ids, ref_w = ops.moe_route(logits, k)
+        ids_ok = bool(np.array_equal(ids.get(), ref_ids))
+        record(
+            "moe_route",
+            "f32",
+            f"T={t} E={n_exp} k={k}",
+            nmse(wts.get(), ref_w),
+            TOL["moe_route"],
+            ids_ok,
+            "" if ids_ok else "ids differ",
+        )
+        raw_g = random_blocks(qt, (n_exp, f, d), rng)
+        raw_u = random_blocks(qt, (n_exp, f, d), rng)
+        raw_d = random_blocks(qt, (n_exp, d, f), rng)
+        gb = rng.normal(0, 0.1, (n_exp, f)).astype(np.float32)
+        ub = rng.normal(0, 0.1, (n_exp, f)).astype(np.float32)
+        db = rng.normal(0, 0.1, (n_exp, d)).astype(np.float32)
+        x = rng.normal(0, 1, (t, d)).astype(np.float32)
+        wg = quant.QuantWeight(cp.asarray(raw_g), qt, f, d)
+        wu = quant.QuantWeight(cp.asarray(raw_u), qt, f, d)
+        wd = quant.QuantWeight(cp.asarray(raw_d), qt, d, f)
+        g = cp.empty((t, k, f), cp.float32)
+        u = cp.empty((t, k, f), cp.float32)
+        h = cp.empty((t, k, f), cp.float32)
+        y = cp.empty((t, k, d), cp.float32)
+        out, base = guarded(cp, (t, d))
+        xd = cp.asarray(x)
+        quant.expert_matvec(g, xd, wg, ids, x_per_slot=False, bias=cp.asarray(gb))
+        quant.expert_matvec(u, xd, wu, ids, x_per_slot=False, bias=cp.asarray(ub))
+        actf = act.swiglu_oai if qt == GGMLType.MXFP4 else act.swiglu
+        actf(h.reshape(t * k, f), g.reshape(t * k, f), u.reshape(t * k, f))
+        quant.expert_matvec(y, h, wd, ids, x_per_slot=True, bias=cp.asarray(db))
+        moe.combine(out, y, wts)
+        ref = ops.moe_experts(
+            x,
+            ref_ids,
+            ref_w,
+            ops.dequantize(raw_g, int(qt), (n_exp, f, d)),
+            ops.dequantize(raw_u, int(qt), (n_exp, f, d)),
+            ops.dequantize(raw_d, int(qt), (n_exp, d, f)),
+            gate_b=gb,
+            up_b=ub,
+            down_b=db,
+            activation="swiglu_oai" if qt == GGMLType.MXFP4 else "swiglu",
+        )
+        record(
+            "moe_experts",
+            qt.name,
+            f"{label} T={t} E={n_exp} k={k} d={d} f={f}",
+            nmse(out.get(), ref),
+            TOL["moe"],
+            guard_ok(cp, base, t * d),
+        )
+
+
+def check_sampling(cp, sampling, rng, quick: bool) -> None:
+    from orcd_toolkit.engine import rng as erng
+    from orcd_toolkit.engine import sampling as esamp
+    from orcd_toolkit.engine.params import SamplingParams
+
+    vocab = 151936 if not quick else 5000
+    cases = [
+        SamplingParams(temperature=0.0),
+        SamplingParams(temperature=1.0),
+        SamplingParams(temperature=0.7, top_k=40),
+        SamplingParams(temperature=0.8, top_p=0.9),
+        SamplingParams(temperature=1.0, top_k=50, top_p=0.8, min_p=0.05),
+        SamplingParams(temperature=1.3, min_p=0.1),
+        SamplingParams(temperature=0.9, top_k=1),
+        SamplingParams(
+            temperature=1.0,
+            repetition_penalty=1.3,
+            presence_penalty=0.5,
+            frequency_penalty=0.4,
+            top_p=0.95,
+        ),
+    ]
+    n = len(cases) * 4
+    params = [cases[i % len(cases)] for i in range(n)]
+    logits = (rng.normal(0, 3, (n, vocab))).astype(np.float32)
+    logits[1, 7] = logits[1, 9] = logits[1].max() + 1  # an argmax tie
+    seeds = rng.integers(0, 2**63, n, dtype=np.uint64)
+    draw = rng.integers(0, 1000, n).astype(np.int64)
+    hist_len = rng.integers(1, 60, n).astype(np.int32)
+    num_prompt = (hist_len // 2).astype(np.int32)
+    hist = np.zeros((n, 64), np.int32)
+    for i in range(n):
+        hist[i, : hist_len[i]] = rng.integers(0, vocab, hist_len[i])
+        hist[i, : hist_len[i] // 3] = hist[i, 0]  # repeats: counts > 1
+    ref_tok, ref_lp = [], []
+    for i in range(n):
+        u = float(erng.uniform_draws(np.array([seeds[i]]), np.array([draw[i]]))[0])
+        h = hist[i, : hist_len[i]]
+        tok, lps = esamp.sample_row(
+            logits[i], params[i], u, h[: num_prompt[i]], h[num_prompt[i] :], []
+        )
+        ref_tok.append(tok)
+        ref_lp.append(esamp.log_softmax(logits[i])[tok])
+    f32 = lambda name: cp.asarray(np.array([getattr(p, name) for p in params], np.float32))  # noqa: E731
+    dev_params = {
+        "temperature": f32("temperature"),
+        "top_k": cp.asarray(np.array([p.top_k for p in params], np.int32)),
+        "top_p": f32("top_p"),
+        "min_p": f32("min_p"),
+        "repetition_penalty": f32("repetition_penalty"),
+        "presence_penalty": f32("presence_penalty"),
+        "frequency_penalty": f32("frequency_penalty"),
+    }
+    toks = cp.empty(n, cp.int32)
+    lps = cp.empty(n, cp.float32)
+    probs = cp.empty((n, vocab), cp.float32)
+    counts = cp.zeros((n, vocab), cp.int32)
+    xd = cp.asarray(logits)
+    sampling.sample(
+        toks,
+        lps,
+        xd,
+        dev_params,
+        cp.asarray(seeds),
+        cp.asarray(draw),
+        probs,
+        counts,
+        history=cp.asarray(hist),
+        history_len=cp.asarray(hist_len),
+        num_prompt=cp.asarray(num_prompt),
+    )
+    got = toks.get()
+    match = int(np.sum(got == np.array(ref_tok)))
+    clean = bool(int(cp.count_nonzero(counts).get()) == 0)
+    unchanged = bool(cp.array_equal(xd, cp.asarray(logits)).get())
+    err = nmse(lps.get(), np.array(ref_lp))
+    ok = match == n and clean and unchanged
+    note = f"{match}/{n} tokens equal" + ("" if clean else ", counts not cleared")
+    ROWS.append(
+        Row("sample", "f32", f"N={n} V={vocab} 8 param sets", err, 1e-10, ok and err <= 1e-10, note)
+    )
+    print(f"  sample N={n} V={vocab}: {note}; logprob nmse {err:.3e}", flush=True)
+
+
+def table() -> str:
+    lines = ["| op | type | shape | nMSE | tol | pass |", "|---|---|---|---|---|---|"]
+    for r in ROWS:
+        note = f" ({r.note})" if r.note else ""
+        lines.append(
+            f"| {r.op} | {r.qtype} | {r.shape} | {r.nmse:.2e} | {r.tol:.0e} | "
+            f"{'yes' if r.ok else 'NO'}{note} |"
+        )
+    n_ok = sum(r.ok for r in ROWS)
+    lines.append(f"\n{n_ok}/{len(ROWS)} cases pass")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer and smaller shapes")
+    ap.add_argument("--out", type=Path, help="also write the table here")
+    ap.add_argument(
+        "--only", default="", help="comma-separated groups: linear,norm,rope,act,attn,moe,sample"
+    )
+    args = ap.parse_args(argv)
+
+    import cupy as cp
+
+    from orcd_toolkit.kernels import activations, attention, moe, norms, quant, rope, sampling
+    from orcd_toolkit.kernels.device import probe_cupy
+
+    dev = probe_cupy()
+    print(f"device: {dev.name} (cc {dev.compute_capability})", flush=True)
+    groups = set(filter(None, args.only.split(","))) or {
+        "linear",
+        "norm",
+        "rope",
+        "act",
+        "attn",
+        "moe",
+        "sample",
+    }
+    rng = np.random.default_rng(1234)
+    t0 = time.perf_counter()
+    if "linear" in groups:
+        for qt in ALL_TYPES:
+            for rows, cols, label in linear_shapes(qt, args.quick):
+                run_case(
+                    f"linear {qt.name}",
+                    lambda qt=qt, r=rows, c=cols, lab=label: check_linear(
+                        cp, quant, qt, r, c, lab, rng
+                    ),
+                )
+    if "norm" in groups:
+        run_case("norms", lambda: check_norms(cp, norms, rng))
+    if "rope" in groups:
+        run_case("rope", lambda: check_rope(cp, rope, rng))
+    if "act" in groups:
+        run_case("activations", lambda: check_activations(cp, activations, rng))
+    if "attn" in groups:
+        run_case("attention", lambda: check_attention(cp, attention, rng, args.quick))
+    if "moe" in groups:
+        run_case("moe", lambda: check_moe(cp, quant, moe, activations, rng))
+    if "sample" in groups:
+        run_case("sampling", lambda: check_sampling(cp, sampling, rng, args.quick))
+    cp.cuda.Device().synchronize()
+    text = (
+        f"device: {dev.name}\n"
+        + table()
+        + f"\nwall {time.perf_counter() - t0:.1f} s (compile included)"
+    )
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0 if all(r.ok for r in ROWS) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
