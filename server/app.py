@@ -321,7 +321,7 @@ class WorkerServer:
         finally:
             self._conns.discard(conn)
             for job in list(conn.jobs.values()):
-                self._abort(job, Cancelled("connection closed"), notify_client=False)
+                self._abort(job, Cancelled("connection closed"))
             self.log.event("conn.close", level="debug", conn=conn.conn_id, reason=close_reason,
                            jobs_aborted=len(conn.jobs))
 
@@ -397,22 +397,22 @@ class WorkerServer:
         conn.tasks.add(task)
         task.add_done_callback(conn.tasks.discard)
 
-    def _abort(self, job: Job, error: OrcdError, *, notify_client: bool = True,
-               retriable: bool | None = None) -> None:
-        """End a job with ``error``: at once if not yet submitted, else at the next step."""
+    def _abort(self, job: Job, error: OrcdError, *, retriable: bool | None = None) -> None:
+        """End a job with ``error`` now; the engine drops it at its next step boundary.
+
+        The terminal event is queued for the client at once (the job's relay sends it next,
+        whatever the engine is doing), so a cancel never waits for a long step; the engine
+        thread applies the abort between steps and frees the job's KV blocks then.
+        """
         if job.state == "done" or job.terminal is not None:
             return
-        if job.state == "pending":
-            ev = protocol.error_event(job.job_id, error.code, str(error),
-                                      error.retriable if retriable is None else retriable)
-            ev["_outcome"] = {"CANCELLED": "cancelled", "INFERENCE_TIMEOUT": "timeout"}.get(
-                error.code, "error")
-            job.terminal = ev
-            # The job task is waiting on the tokenizer; hand it the terminal through the stream.
-            job.stream.push(ev, force=True)
-            return
+        ev = protocol.error_event(job.job_id, error.code, str(error),
+                                  error.retriable if retriable is None else retriable)
+        ev["_outcome"] = {"CANCELLED": "cancelled", "INFERENCE_TIMEOUT": "timeout",
+                          "OVERLOADED": "overloaded"}.get(error.code, "error")
+        job.terminal = ev
+        job.stream.push(ev, force=True)
         if job.state == "submitted" and self._worker is not None:
-            job.terminal = {"_requested": True}
             self._worker.abort(job, error, retriable=retriable)
 
     async def _run_job(self, conn: _Conn, job: Job) -> None:

@@ -94,7 +94,7 @@ class ExecuteRequest:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False
-    logprobs: int = 0
+    logprobs: int | None = None  # None: off; N: the sampled token's logprob plus the top N
     explicit: frozenset[str] = field(default_factory=frozenset)
 
 
@@ -347,10 +347,11 @@ def parse_execute(obj: dict[str, Any], limits: Limits) -> ExecuteRequest:
         kw["seed"] = value
     if "ignore_eos" in obj:
         kw["ignore_eos"] = _boolean(obj, "ignore_eos", job_id)
-    if "logprobs" in obj:
+    if "logprobs" in obj and obj["logprobs"] is not None:
         value = obj["logprobs"]
         if isinstance(value, bool):
-            kw["logprobs"] = 1 if value else 0
+            # true: the sampled token's logprob only; N: plus the top N alternatives
+            kw["logprobs"] = 0 if value else None
         else:
             kw["logprobs"] = _integer(obj, "logprobs", 0, MAX_LOGPROBS, job_id)
     max_tokens = kw.pop("max_tokens", min(256, limits.max_tokens_out))

@@ -48,6 +48,7 @@ class EngineStats:
     prefix_cache_queries: int = 0  # tokens
     preemptions: int = 0
     vram_bytes_used: int = 0
+    queue_times_s: list[float] = field(default_factory=list)  # finished since the last read
 
 
 @dataclass(slots=True)
@@ -91,6 +92,11 @@ class ServingRuntime(Protocol):
 
     def step(self) -> list[JobOutput]:
         """Advance every admitted job by one scheduling step."""
+        ...
+
+    def has_work(self) -> bool:
+        """True while the engine holds requests, including aborts not yet applied (the
+        engine frees an aborted job's KV blocks in its next ``step``)."""
         ...
 
     def stats(self) -> EngineStats:

@@ -185,7 +185,8 @@ class EngineWorker:
         self._commands.put(("submit", job))
 
     def abort(self, job: Job, error: OrcdError, *, retriable: bool | None = None) -> None:
-        """End ``job`` at the next step boundary with ``error`` as its terminal event."""
+        """Drop ``job`` from the engine at the next step boundary; unless the asyncio side
+        already queued a terminal event (``job.terminal``), send ``error`` as one."""
         self._commands.put(("abort", job, error, retriable))
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -218,6 +219,9 @@ class EngineWorker:
             self._on_load_failed(err)
             return
         self.runtime = runtime
+        if hasattr(runtime, "listener"):
+            # lets the runtime report KV changes mid-step (an abort applied at step start)
+            runtime.listener = self._refresh_stats
         self._refresh_stats()
         self._health.update(status="ready", info=runtime.info, progress=100,
                             progress_detail="ready")
@@ -236,7 +240,7 @@ class EngineWorker:
 
     def _loop(self, runtime: ServingRuntime) -> None:
         while True:
-            block = not self._active
+            block = not self._active and not runtime.has_work()
             try:
                 cmd = self._commands.get(timeout=_IDLE_POLL_S) if block else \
                     self._commands.get_nowait()
@@ -258,7 +262,7 @@ class EngineWorker:
                 for job in list(self._active.values()):
                     self._do_abort(runtime, job, Overloaded("worker stopped"), True)
                 return
-            if self._active:
+            if self._active or runtime.has_work():
                 self._do_step(runtime)
             self._refresh_stats()
 
@@ -282,9 +286,10 @@ class EngineWorker:
         if self._active.pop(job.key, None) is None:
             return  # already finished: cancel is idempotent
         runtime.abort(job.key)
-        # Refresh before the terminal event goes out: a client that reads /metrics right after
-        # its CANCELLED sees the job's KV blocks already free.
+        # Runtimes that free KV at once (or report it through their listener) show it here.
         self._refresh_stats()
+        if job.terminal is not None:
+            return  # the asyncio side already told the client (cancel, timeout, disconnect)
         outcome = {"CANCELLED": "cancelled", "INFERENCE_TIMEOUT": "timeout",
                    "OVERLOADED": "overloaded"}.get(error.code, "error")
         self._terminate(job, protocol.error_event(
@@ -394,4 +399,6 @@ class EngineWorker:
         m.prefix_cache_hits.set_total(s.prefix_cache_hits)
         m.prefix_cache_queries.set_total(s.prefix_cache_queries)
         m.vram.set(s.vram_bytes_used or runtime.info.vram_bytes_used)
+        for q in s.queue_times_s:
+            m.queue_time.observe(q)
         self._health.update(stats=s)

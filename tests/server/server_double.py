@@ -120,7 +120,7 @@ class DoubleRuntime:
                 out = JobOutput(job_id, [tok], [text], finished=done,
                                 finish_reason="length" if done else None,
                                 first_scheduled=job["first"])
-                if req.logprobs:
+                if req.logprobs is not None:
                     out.logprobs = [-0.5]
             if out.finished:
                 self._jobs.pop(job_id)
@@ -129,6 +129,9 @@ class DoubleRuntime:
                 job["len"] += 1
             outs.append(out)
         return outs
+
+    def has_work(self) -> bool:
+        return bool(self._jobs)
 
     def stats(self) -> EngineStats:
         used = sum(-(-j["len"] // BLOCK) for j in self._jobs.values())

@@ -139,7 +139,7 @@ def test_valid_execute_with_every_field() -> None:
     req = parse_client_message(msg, LIMITS)
     assert isinstance(req, ExecuteRequest)
     assert (req.max_tokens, req.temperature, req.top_p, req.top_k) == (2048, 0.0, 1.0, 40)
-    assert req.stop == ("\n\n", "END") and req.seed == 2**64 - 1 and req.logprobs == 1
+    assert req.stop == ("\n\n", "END") and req.seed == 2**64 - 1 and req.logprobs == 0
     assert req.ignore_eos is True and req.messages is None
     assert "seed" in req.explicit and "top_k" in req.explicit
 
@@ -148,6 +148,9 @@ def test_defaults_and_edges() -> None:
     req = parse_client_message(ok(), LIMITS)
     assert isinstance(req, ExecuteRequest)
     assert req.max_tokens == 256 and req.seed is None and req.stop == ()
+    assert req.logprobs is None
+    assert parse_client_message(ok(logprobs=False), LIMITS).logprobs is None
+    assert parse_client_message(ok(logprobs=5), LIMITS).logprobs == 5
     # integral floats from JavaScript are integers; a single stop string is a list of one
     req = parse_client_message(ok(max_tokens=3.0, stop="END", seed=None), LIMITS)
     assert req.max_tokens == 3 and req.stop == ("END",)
