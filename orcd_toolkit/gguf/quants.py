@@ -130,7 +130,7 @@ def random_blocks(
 
     Codes, packed scales and high bits are uniform random bytes (every bit pattern is a valid
     code); the f16 (super-)scales are finite, positive and small enough that dequantized
-    values stay within a few units, like trained weights; MXFP4 exponents stay within 2^-8..2^2. F32/F16/BF16
+    values stay within a few units, like trained weights; MXFP4 exponents stay within 2^-8..2^0 (|x| <= 6). F32/F16/BF16
     are N(0, 0.05) values. Deterministic for a given ``rng`` state.
     """
     qt = to_ggml_type(int(qtype))
@@ -144,7 +144,7 @@ def random_blocks(
     blocks = rng.integers(0, 256, size=(n_blocks, layout.block_bytes), dtype=np.uint8)
     if qt == GGMLType.MXFP4:
         # E8M0 exponent byte e means 2^(e-127); ggml's half-scale convention is applied on decode
-        blocks[:, 0] = rng.integers(127 - 8, 127 + 3, size=n_blocks, dtype=np.uint8)
+        blocks[:, 0] = rng.integers(127 - 8, 127 + 1, size=n_blocks, dtype=np.uint8)
     lo, hi = _SCALE_RANGE.get(qt, (1e-3, 5e-2))
     for off in _F16_FIELDS.get(qt, ()):
         scale = rng.uniform(lo, hi, size=n_blocks).astype(np.float16)

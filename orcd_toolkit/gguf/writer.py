@@ -148,6 +148,17 @@ def write_gguf(
             "write_gguf needs an architecture (arch= or general.architecture)", rule="writer"
         )
 
+    # general.alignment also sets where the writer places tensor data, so it is not a plain key
+    align_value = meta.pop("general.alignment", None)
+    if isinstance(align_value, MetaValue):
+        align_value = align_value.value
+    if alignment is None and align_value is not None:
+        alignment = int(align_value)
+    if alignment is not None and (alignment <= 0 or alignment & (alignment - 1)):
+        raise GGUFError(
+            f"alignment must be a positive power of two, got {alignment}", rule="writer"
+        )
+
     w = GGUFWriter(out, arch)
     if alignment is not None:
         w.add_custom_alignment(alignment)
