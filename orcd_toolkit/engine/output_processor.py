@@ -42,12 +42,18 @@ class StopStringMatcher:
         if new:
             start = max(0, len(self.text) - self.hold)
             self.text += new
+            # the stop string that completes first wins (earliest end, then earliest start):
+            # generation would have stopped there, so later text never existed; this also
+            # makes the result independent of how the text is split into tokens
             best = -1
+            best_end = -1
             for s in self.stops:
                 i = self.text.find(s, start)
-                if i >= 0 and (best < 0 or i < best):
-                    best = i
-                    self.stop_reason = s
+                if i >= 0:
+                    end = i + len(s)
+                    if best < 0 or end < best_end or (end == best_end and i < best):
+                        best, best_end = i, end
+                        self.stop_reason = s
             if best >= 0:
                 self.stopped = True
                 self.text = self.text[:best]
@@ -82,7 +88,9 @@ class OutputProcessor:
         if self.tokenizer is not None:
             from orcd_toolkit.tokenizer import IncrementalDetokenizer
 
-            detok = IncrementalDetokenizer(self.tokenizer)
+            detok = IncrementalDetokenizer(
+                self.tokenizer, skip_special=seq.params.skip_special_tokens
+            )
         stops = tuple(seq.params.stop)
         matcher = StopStringMatcher(stops) if stops else None
         # the token that ended a turn is not part of the text (as OpenAI / vLLM)

@@ -121,3 +121,34 @@ def solo_reference(
         if is_stop and len(out) >= params.min_tokens:
             return out, "stop"
     return out, "length"
+
+
+class ScriptedModel:
+    """Forces each sequence's continuation: sequence k (by prompt) emits ``scripts[prompt]``.
+
+    Logits are one-hot on the scripted token, so greedy sampling reproduces the script; used
+    to drive exact token streams through the output processor with a real tokenizer.
+    """
+
+    def __init__(self, vocab_size: int, scripts: dict[tuple[int, ...], list[int]]) -> None:
+        self.vocab_size = vocab_size
+        self.scripts = scripts
+        self.contexts: dict[int, list[int]] = {}
+
+    def forward(self, batch: ForwardBatch, kv: FakeKV) -> np.ndarray:
+        bs = kv.block_size
+        flat = kv.data.reshape(-1)
+        enc = batch.token_ids.astype(np.int64) << _POS_BITS | batch.positions.astype(np.int64)
+        flat[batch.slot_mapping] = enc
+        out = np.full((batch.logits_indices.shape[0], self.vocab_size), -10.0, dtype=np.float32)
+        for r, t in enumerate(batch.logits_indices.tolist()):
+            b = int(np.searchsorted(batch.seq_starts, t, side="right")) - 1
+            n = int(batch.positions[t]) + 1
+            pos = np.arange(n)
+            ctx = (kv.data[batch.block_tables[b, pos // bs], pos % bs] >> _POS_BITS).tolist()
+            for prompt, script in self.scripts.items():
+                if tuple(ctx[: len(prompt)]) == prompt:
+                    k = n - len(prompt)
+                    out[r, script[k] if k < len(script) else 0] = 10.0
+                    break
+        return out
