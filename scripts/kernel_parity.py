@@ -133,7 +133,7 @@ def linear_shapes(qt: GGMLType, quick: bool) -> list[tuple[int, int, str]]:
         shapes = [
             (1001, 512, "odd"),
             (896, 4864, "qwen0.5b ffn_down"),
-            (4864, 896 * 0 + 1024, "odd cols 1024"),
+            (4864, 1024, "odd-ish 4864x1024"),
         ]
         if not quick:
             shapes += [
