@@ -159,6 +159,8 @@ class TensorInfo:
 
     def raw(self) -> np.ndarray:
         """Zero-copy read-only ``uint8`` view of the tensor's blocks, shape ``[..., row_bytes]``."""
+        if self.offset + self.nbytes > self._buffer.size:
+            raise GGUFError(f"tensor {self.name!r}: its GGUFFile was closed", rule="closed")
         flat = self._buffer[self.offset : self.offset + self.nbytes]
         return flat.reshape(self.shape[:-1] + (self.row_bytes,))
 

@@ -169,3 +169,15 @@ def test_writer_rejects_bad_input(tmp_path):
             tmp_path / "c.gguf",
             {"general.architecture": "llama", "e": MetaValue([], VT.ARRAY, VT.UINT8)},
         )
+
+
+def test_closed_file_views(written):
+    path, tensors = written
+    f = gguf.load(path)
+    kept = f.tensors["w.Q8_0"].raw()  # a view handed out before close stays valid
+    with f:
+        pass
+    np.testing.assert_array_equal(kept, tensors["w.Q8_0"].raw)
+    with pytest.raises(gguf.GGUFError) as info:
+        f.tensors["w.Q8_0"].raw()
+    assert info.value.rule == "closed"
