@@ -470,3 +470,12 @@ def test_truncated_real_model_header(qwen05_path, tmp_path):
     with pytest.raises(GGUFTensorError) as info:
         gguf.load_bytes(head)
     assert info.value.rule == "tensor_range"
+
+
+def test_directory_and_missing_path(tmp_path):
+    with pytest.raises(GGUFError) as info:
+        gguf.load(tmp_path)
+    assert info.value.rule == "io" and "not a regular file" in str(info.value)
+    with pytest.raises(GGUFError) as info:
+        gguf.load(tmp_path / "nope.gguf")
+    assert info.value.rule == "io" and "no such file" in str(info.value)

@@ -93,3 +93,12 @@ def test_dequantize_real_tensors(qwen05_path):
         ref = quants.dequantize(np.array(rows), GGMLQuantizationType(int(t.qtype)))
         np.testing.assert_array_equal(ours.view(np.uint32), ref.astype(np.float32).view(np.uint32))
     assert len(seen) == 4  # Q5_0, Q8_0, Q6_K, Q4_K (F32 tensors are 1-D norms)
+
+
+@pytest.mark.slow
+def test_qwen15_types(qwen15_path):
+    f = gguf.load(qwen15_path)
+    counts = Counter(t.qtype for t in f.tensors.values())
+    assert counts[gguf.GGMLType.Q4_K] == 169
+    assert set(counts) == {gguf.GGMLType.Q4_K, gguf.GGMLType.Q6_K, gguf.GGMLType.F32}
+    assert gguf.check_vocab(f) == 151936
