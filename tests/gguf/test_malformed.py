@@ -6,6 +6,9 @@ bound that does not depend on the hostile counts/lengths inside the file.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -13,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orcd_toolkit import gguf
+from orcd_toolkit import cli, gguf
 from orcd_toolkit.gguf import GGMLType
 from orcd_toolkit.gguf.errors import (
     GGUFDataError,
@@ -49,7 +52,7 @@ def _tensor_file(**overrides) -> RawGGUF:
     return raw
 
 
-def _reject(blob: bytes, cls: type[GGUFError], rule: str | None, tmp_path: Path | None = None):
+def _reject(blob: bytes, cls: type[GGUFError], rule: str | None):
     """Assert that loading ``blob`` raises ``cls`` with ``rule``, quickly and in little memory."""
     tracemalloc.start()
     t0 = time.perf_counter()
@@ -66,13 +69,21 @@ def _reject(blob: bytes, cls: type[GGUFError], rule: str | None, tmp_path: Path 
     if rule is not None:
         assert info.value.rule == rule, str(info.value)
     assert str(info.value)
-    if tmp_path is not None:  # the file path gives the same verdict
-        p = tmp_path / "bad.gguf"
+    # the file path gives the same verdict, and `orcd inspect` says it in one line, exit 1
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "bad.gguf"
         p.write_bytes(blob)
         with pytest.raises(cls) as info2:
             gguf.load(p)
         assert info2.value.rule == info.value.rule
         assert str(p) in str(info2.value)
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = cli.main(["inspect", str(p)])
+        assert status == 1 and out.getvalue() == ""
+        lines = err.getvalue().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("orcd inspect: error: "), lines
+        assert f"[{info.value.rule}]" not in lines[0]  # the message, not internals
     return info.value
 
 
@@ -89,8 +100,8 @@ def test_valid_base_file_loads(tmp_path):
 # --- header ---------------------------------------------------------------------------
 
 
-def test_bad_magic(tmp_path):
-    _reject(_tensor_file(magic=b"GGML").build(), GGUFHeaderError, "magic", tmp_path)
+def test_bad_magic():
+    _reject(_tensor_file(magic=b"GGML").build(), GGUFHeaderError, "magic")
 
 
 @pytest.mark.parametrize("version", [0, 1, 4, 0xFFFFFFFF])
@@ -108,8 +119,8 @@ def test_version_2_accepted():
 
 
 @pytest.mark.parametrize("n", [0, 1, 10, 23])
-def test_shorter_than_header(n, tmp_path):
-    _reject((b"GGUF\x03" + b"\0" * 19)[:n], GGUFTruncatedError, "truncated", tmp_path)
+def test_shorter_than_header(n):
+    _reject((b"GGUF\x03" + b"\0" * 19)[:n], GGUFTruncatedError, "truncated")
 
 
 def test_kv_count_beyond_bytes_left():
@@ -270,10 +281,10 @@ def test_bool_array_not_0_or_1():
     _reject(raw.build(), GGUFMetadataError, "bool")
 
 
-def test_alignment_zero(tmp_path):
+def test_alignment_zero():
     raw = _tensor_file()
     raw.kvs.append(kv("general.alignment", VT.UINT32, 0))
-    _reject(raw.build(), GGUFMetadataError, "alignment", tmp_path)
+    _reject(raw.build(), GGUFMetadataError, "alignment")
 
 
 @pytest.mark.parametrize("value", [3, 48, 2**31 + 1])
@@ -350,10 +361,10 @@ def test_bad_dimension(dim):
     _reject(raw.build(), GGUFTensorError, "dimension")
 
 
-def test_element_count_2_pow_42_plus_1_f32(tmp_path):
+def test_element_count_2_pow_42_plus_1_f32():
     raw = _tensor_file()
     raw.tensors[0].ne = [2**42 + 1]
-    err = _reject(raw.build(), GGUFTensorError, "tensor_range", tmp_path)
+    err = _reject(raw.build(), GGUFTensorError, "tensor_range")
     assert str(4 * (2**42 + 1)) in str(err)
 
 
@@ -397,10 +408,10 @@ def test_row_length_not_multiple_of_block():
     _reject(raw.build(), GGUFTensorError, "row_length")
 
 
-def test_tensor_offset_past_end(tmp_path):
+def test_tensor_offset_past_end():
     raw = _tensor_file()
     raw.tensors[1].offset = 2**40
-    _reject(raw.build(), GGUFTensorError, "tensor_range", tmp_path)
+    _reject(raw.build(), GGUFTensorError, "tensor_range")
 
 
 def test_tensor_offset_u64_max():
@@ -428,9 +439,9 @@ def test_tensors_overlap():
     assert "t.a" in str(err) and "t.b" in str(err)
 
 
-def test_data_section_past_end_of_file(tmp_path):
+def test_data_section_past_end_of_file():
     raw = _tensor_file(data=b"", pad_data=False)
-    _reject(raw.build(), GGUFDataError, "data_section", tmp_path)
+    _reject(raw.build(), GGUFDataError, "data_section")
 
 
 # --- truncation ---------------------------------------------------------------------------
@@ -458,7 +469,7 @@ def test_truncated_vocab_header_at_many_offsets(testdata):
         assert time.perf_counter() - t0 < MAX_SECONDS
 
 
-def test_truncated_real_model_header(qwen05_path, tmp_path):
+def test_truncated_real_model_header(qwen05_path):
     """The real Qwen file cut inside its header, inside its data, and one byte short."""
     f = gguf.load(qwen05_path)
     with open(qwen05_path, "rb") as fh:
