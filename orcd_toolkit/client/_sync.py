@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -31,6 +32,9 @@ class Client:
         self.event_timeout = event_timeout
         self._ws: ClientConnection | None = None
         self._stack = ExitStack()
+        # events read while waiting for another job, kept for that job's reader
+        self._pending: dict[str, deque[dict[str, Any]]] = {}
+        self.unrouted: list[dict[str, Any]] = []
 
     def __enter__(self) -> Client:
         self.connect()
@@ -72,13 +76,24 @@ class Client:
         return msg["job_id"]
 
     def events(self, job_id: str) -> Iterator[dict[str, Any]]:
-        """Events of ``job_id`` until its terminal event (other jobs' events are skipped)."""
+        """Events of ``job_id`` until its terminal event; other jobs' events read meanwhile
+        are kept for their own ``events`` call (events with no job go to ``unrouted``)."""
         while True:
-            ev = self.recv_event()
-            if ev.get("job_id") != job_id:
-                continue
+            buffered = self._pending.get(job_id)
+            if buffered:
+                ev = buffered.popleft()
+            else:
+                ev = self.recv_event()
+                owner = ev.get("job_id")
+                if owner != job_id:
+                    if isinstance(owner, str):
+                        self._pending.setdefault(owner, deque()).append(ev)
+                    else:
+                        self.unrouted.append(ev)
+                    continue
             yield ev
             if ev.get("type") in TERMINAL:
+                self._pending.pop(job_id, None)
                 return
 
     def stream(self, prompt: str | None = None, **kw: Any) -> Iterator[dict[str, Any]]:

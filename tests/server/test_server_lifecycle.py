@@ -167,3 +167,65 @@ def test_ready_notice_is_posted_once_loaded(serve_double, callback_server) -> No
     assert body["vram_bytes"] == 0 and body["health_url"].endswith("/health")
     names = [e["event"] for e in _events(rs.log.getvalue())]
     assert "callback.failed" in names and "callback.sent" in names
+
+
+_SIGNAL_SCRIPT = r"""
+import asyncio, sys
+sys.path.insert(0, sys.argv[1])
+from server_double import DoubleRuntime, factory_for
+from orcd_toolkit.server.app import ServerConfig, WorkerServer
+from orcd_toolkit.server.logs import EventLog
+
+server = WorkerServer(ServerConfig(host="127.0.0.1", port=0, model_name="double-model",
+                                   drain_timeout_s=float(sys.argv[2]), ping_interval_s=None),
+                      factory_for(DoubleRuntime(step_s=0.01)), EventLog("json", level="debug"))
+sys.exit(asyncio.run(server.run()))
+"""
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_real_signal_drains_and_exits_0(tmp_path, signame) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from orcd_toolkit.client import http_get
+
+    log_path = tmp_path / "server.log"
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-c", _SIGNAL_SCRIPT, here, "0.5"],
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        port = None
+        deadline = time.monotonic() + 30
+        while port is None or http_get(f"http://127.0.0.1:{port}/health")[0] != 200:
+            assert time.monotonic() < deadline and proc.poll() is None, log_path.read_text()
+            time.sleep(0.05)
+            for e in _events(log_path.read_text()):
+                if e["event"] == "server.start":
+                    port = e["port"]
+        url = f"ws://127.0.0.1:{port}/v1/stream"
+        with Client(url, event_timeout=10) as c:
+            c.submit(prompt="x", max_tokens=5, job_id="short")
+            c.submit(prompt="x", max_tokens=100000 // 100, job_id="long")
+            assert next(c.events("short"))["type"] == "started"
+            proc.send_signal(getattr(signal, signame))
+            time.sleep(0.1)
+            late = c.generate(prompt="late", max_tokens=1)
+            short = [e for e in c.events("short")]
+            long_ = [e for e in c.events("long")]
+        assert late.error["code"] == "OVERLOADED" and late.error["retriable"] is True
+        assert short[-1]["type"] == "end"
+        assert long_[-1]["code"] == "CANCELLED" and long_[-1]["retriable"] is True
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    names = [e["event"] for e in _events(log_path.read_text())]
+    assert names[-1] == "server.stopped"
+    assert [e for e in _events(log_path.read_text()) if e["event"] == "server.shutdown"][0][
+        "signal"] == signame

@@ -31,6 +31,19 @@ def _playwright():
     return sync_playwright
 
 
+def stable_shot(page, locator) -> bytes:
+    """An element screenshot once rendering settled (font fallback for CJK/emoji re-renders
+    asynchronously): two consecutive shots 100 ms apart agree; bounded tries."""
+    last = locator.screenshot()
+    for _ in range(20):
+        page.wait_for_timeout(100)
+        shot = locator.screenshot()
+        if shot == last:
+            return shot
+        last = shot
+    raise AssertionError("the element kept changing for 2 s")
+
+
 @pytest.fixture
 def browser():
     sync_playwright = _playwright()
@@ -57,7 +70,7 @@ def test_web_page_streams_a_reply_and_renders_it(server, browser, tmp_path) -> N
     page.wait_for_function("document.getElementById('model').textContent.includes('ready')",
                            timeout=10_000)
     output = page.locator("#output")
-    empty_shot = output.screenshot()
+    empty_shot = stable_shot(page, output)
     page.click("#send")
     page.wait_for_function("document.getElementById('status').textContent.startsWith('done')",
                            timeout=20_000)
@@ -70,11 +83,11 @@ def test_web_page_streams_a_reply_and_renders_it(server, browser, tmp_path) -> N
 
     shot = page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
     assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 5000
-    streamed_shot = output.screenshot()
+    streamed_shot = stable_shot(page, output)
     assert streamed_shot != empty_shot
     # the same text set directly renders pixel-identically: the streamed reply is on screen
     page.evaluate("t => { document.getElementById('output').textContent = t; }", expected.text)
-    assert output.screenshot() == streamed_shot
+    assert stable_shot(page, output) == streamed_shot
     page.close()
 
 
