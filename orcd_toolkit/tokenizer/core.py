@@ -33,6 +33,15 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 BYTE_TO_UNICODE = _bytes_to_unicode()
+# str.translate tables between raw bytes (as latin-1 code points) and GPT-2's characters.
+_BYTES_TO_CHARS = {b: c for b, c in BYTE_TO_UNICODE.items()}
+_CHARS_TO_BYTES: dict[int, int | str] = {i: "\uffff" for i in range(256)}  # not GPT-2 chars
+_CHARS_TO_BYTES.update({ord(c): b for b, c in BYTE_TO_UNICODE.items()})
+
+
+def bytes_to_bpe_text(raw: bytes) -> str:
+    """Raw bytes as the GPT-2 byte-level characters a BPE vocabulary stores."""
+    return raw.decode("latin-1").translate(_BYTES_TO_CHARS)
 
 
 def _is_valid_unicode(s: str) -> bool:
@@ -317,11 +326,17 @@ class BpeTokenizer(Tokenizer):
         if attr & (_SPECIAL_RENDER | TokenAttr.USER_DEFINED):
             return text.encode("utf-8", "surrogateescape")
         if attr & TokenAttr.NORMAL:
-            # A character outside the byte table (a malformed vocabulary) keeps its UTF-8.
-            return b"".join(
-                bytes((UNICODE_TO_BYTE[c],)) if c in UNICODE_TO_BYTE else c.encode("utf-8", "surrogateescape")
-                for c in text
-            )
+            mapped = text.translate(_CHARS_TO_BYTES)
+            try:
+                return mapped.encode("latin-1")
+            except UnicodeEncodeError:
+                # A character outside the byte table (a malformed vocabulary) keeps its UTF-8.
+                return b"".join(
+                    bytes((UNICODE_TO_BYTE[c],))
+                    if c in UNICODE_TO_BYTE
+                    else c.encode("utf-8", "surrogateescape")
+                    for c in text
+                )
         if attr & TokenAttr.BYTE and len(text) == 6 and text.startswith("<0x"):
             return bytes((int(text[3:5], 16),))
         return b""

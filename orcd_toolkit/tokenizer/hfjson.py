@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orcd_toolkit.tokenizer.core import BYTE_TO_UNICODE, UNICODE_TO_BYTE, Tokenizer
+from orcd_toolkit.tokenizer.core import _CHARS_TO_BYTES, BYTE_TO_UNICODE, Tokenizer
 from orcd_toolkit.tokenizer.errors import TokenizerLoadError
 from orcd_toolkit.tokenizer.vocab import TokenAttr, vocab_from_metadata
 
@@ -26,10 +26,10 @@ class HfJsonTokenizer(Tokenizer):
     def __init__(self, hf: Any, config: dict[str, Any] | None = None) -> None:
         self._hf = hf
         size = hf.get_vocab_size(with_added_tokens=True)
-        tokens: list[str] = []
-        for i in range(size):
-            t = hf.id_to_token(i)
-            tokens.append(t if t is not None else f"[EMPTY_{i}]")
+        tokens: list[str] = [f"[EMPTY_{i}]" for i in range(size)]
+        for t, i in hf.get_vocab(with_added_tokens=True).items():
+            if 0 <= i < size:
+                tokens[i] = t
         types = [1] * size
         for i, added in hf.get_added_tokens_decoder().items():
             if 0 <= i < size:
@@ -75,13 +75,18 @@ class HfJsonTokenizer(Tokenizer):
         text = self._texts[token_id]
         if self._attrs[token_id] & (TokenAttr.CONTROL | TokenAttr.USER_DEFINED | TokenAttr.UNKNOWN):
             return text.encode("utf-8", "surrogateescape")
-        if self._byte_level and all(c in UNICODE_TO_BYTE for c in text):
-            return bytes(UNICODE_TO_BYTE[c] for c in text)
+        if self._byte_level:
+            try:
+                return text.translate(_CHARS_TO_BYTES).encode("latin-1")
+            except UnicodeEncodeError:
+                pass  # not a byte-level piece: let the file's decoder render it
         return self._hf.decode([token_id], skip_special_tokens=False).encode("utf-8")
 
 
 def _is_byte_level(hf: Any) -> bool:
-    spec = json.loads(hf.to_str()).get("decoder") or {}
+    if hf.decoder is None:
+        return False
+    spec = json.loads(hf.decoder.__getstate__())
     kinds = [spec.get("type")] + [d.get("type") for d in spec.get("decoders", []) or []]
     return "ByteLevel" in kinds
 

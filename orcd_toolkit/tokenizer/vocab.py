@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import IntFlag
 from typing import Any
 
 import numpy as np
@@ -19,8 +18,9 @@ from orcd_toolkit.tokenizer.errors import TokenizerLoadError, UnknownTokenizerMo
 from orcd_toolkit.tokenizer.pretokenize import pre_type_of
 
 
-class TokenAttr(IntFlag):
-    """llama_token_attr (llama.h)."""
+class TokenAttr:
+    """llama_token_attr bits (llama.h). Plain ints: 200k-token vocabularies are classified at
+    load time and IntFlag arithmetic is too slow for that."""
 
     UNDEFINED = 0
     UNKNOWN = 1 << 0
@@ -77,7 +77,7 @@ class Vocab:
 
     model: str  # tokenizer.ggml.model: "gpt2" (BPE) or "llama" (SPM)
     tokens: list[str]
-    attrs: list[TokenAttr]
+    attrs: list[int]  # TokenAttr bits per id
     scores: np.ndarray | None
     merges: list[tuple[str, str]]
     pre: str | None
@@ -174,7 +174,7 @@ def vocab_from_metadata(meta: Mapping[str, Any]) -> Vocab:
             tokens[i] = f"[EMPTY_{i}]"
     token_to_id = {t: i for i, t in enumerate(tokens)}
     attrs = (
-        [_TYPE_TO_ATTR.get(int(t), TokenAttr.UNDEFINED) for t in types[:n]]
+        [_TYPE_TO_ATTR.get(t, TokenAttr.UNDEFINED) for t in types[:n].tolist()]
         if types is not None
         else [TokenAttr.NORMAL] * n
     )
@@ -230,7 +230,7 @@ def vocab_from_metadata(meta: Mapping[str, Any]) -> Vocab:
         raise TokenizerLoadError("add_eos_token is set but the vocabulary has no EOS token")
 
     def mark_control(i: int) -> None:
-        attrs[i] = attrs[i] | TokenAttr.CONTROL
+        attrs[i] |= TokenAttr.CONTROL
 
     # EOT / EOM / FIM detection by text; llama.cpp forces such tokens to be control tokens.
     if eot_id is None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 from orcd_toolkit.tokenizer import Tokenizer, load_tokenizer
 
@@ -38,3 +42,31 @@ def read_vectors(testdata: Path, name: str) -> list[tuple[str, list[int]]]:
         outputs.pop()  # getline does not yield the empty string after the final newline
     assert len(inputs) == len(outputs), f"{name}: {len(inputs)} inputs vs {len(outputs)} outputs"
     return [(s, [int(x) for x in o.split()]) for s, o in zip(inputs, outputs, strict=True)]
+
+
+def load_gz(name: str) -> Any:
+    """A gzipped JSON file from tests/tokenizer/data."""
+    return json.loads(gzip.decompress((DATA / name).read_bytes()))
+
+
+def check_against(tok: Tokenizer, golden: dict, corpus: list[str]) -> None:
+    """Ids (parse_special off and on), pieces, BOS/EOS and the EOG set vs llama.cpp."""
+    for key, parse_special in (("ids", False), ("ids_parse_special", True)):
+        expected = golden[key]
+        assert len(expected) == len(corpus)
+        bad = [
+            (i, line)
+            for i, (line, ids) in enumerate(zip(corpus, expected, strict=True))
+            if tok.encode(line, add_special=True, parse_special=parse_special) != ids
+        ]
+        assert not bad, f"{key}: {len(bad)}/{len(corpus)} lines differ; first: {bad[0]!r}"
+    assert tok.vocab_size == golden["n_vocab"]
+    assert tok.bos_id == golden["bos"]
+    assert tok.eos_id == golden["eos"]
+    assert sorted(tok.stop_ids) == golden["eog"]
+    h = hashlib.sha256()
+    for tid in range(tok.vocab_size):
+        p = tok.token_piece(tid)
+        h.update(len(p).to_bytes(4, "little"))
+        h.update(p)
+    assert h.hexdigest() == golden["pieces_sha256"], "token pieces differ from llama.cpp's"

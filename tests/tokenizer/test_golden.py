@@ -8,29 +8,21 @@ parse_special off and on, add_special on.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import json
-
 import pytest
 
 from orcd_toolkit.tokenizer import Tokenizer
 
-from .helpers import DATA, VOCABS, vocab_tokenizer
-
-
-def _load(name: str):
-    return json.loads(gzip.decompress((DATA / name).read_bytes()))
+from .helpers import VOCABS, check_against, load_gz, vocab_tokenizer
 
 
 @pytest.fixture(scope="module")
 def golden() -> dict:
-    return _load("golden_qwen25_coder_05b.json.gz")
+    return load_gz("golden_qwen25_coder_05b.json.gz")
 
 
 @pytest.fixture(scope="module")
 def corpus() -> list[str]:
-    return _load("tokenizer_corpus.json.gz")
+    return load_gz("tokenizer_corpus.json.gz")
 
 
 def test_corpus_is_varied(corpus: list[str]) -> None:
@@ -42,29 +34,6 @@ def test_corpus_is_varied(corpus: list[str]) -> None:
     assert "<tool_call>" in joined and "<|im_start|>" in joined
 
 
-def check_against(tok: Tokenizer, golden: dict, corpus: list[str]) -> None:
-    """Ids (parse_special off and on), pieces, BOS/EOS and the EOG set vs llama.cpp."""
-    for key, parse_special in (("ids", False), ("ids_parse_special", True)):
-        expected = golden[key]
-        assert len(expected) == len(corpus)
-        bad = [
-            (i, line)
-            for i, (line, ids) in enumerate(zip(corpus, expected, strict=True))
-            if tok.encode(line, add_special=True, parse_special=parse_special) != ids
-        ]
-        assert not bad, f"{key}: {len(bad)}/{len(corpus)} lines differ; first: {bad[0]!r}"
-    assert tok.vocab_size == golden["n_vocab"]
-    assert tok.bos_id == golden["bos"]
-    assert tok.eos_id == golden["eos"]
-    assert sorted(tok.stop_ids) == golden["eog"]
-    h = hashlib.sha256()
-    for tid in range(tok.vocab_size):
-        p = tok.token_piece(tid)
-        h.update(len(p).to_bytes(4, "little"))
-        h.update(p)
-    assert h.hexdigest() == golden["pieces_sha256"], "token pieces differ from llama.cpp's"
-
-
 def test_qwen25_coder_matches_llama_cpp(
     qwen_real_tok: Tokenizer, golden: dict, corpus: list[str]
 ) -> None:
@@ -73,7 +42,7 @@ def test_qwen25_coder_matches_llama_cpp(
 
 @pytest.mark.parametrize("name", VOCABS)
 def test_test_vocabs_match_llama_cpp(testdata, name: str, corpus: list[str]) -> None:
-    check_against(vocab_tokenizer(testdata, name), _load(f"golden_vocab_{name}.json.gz"), corpus)
+    check_against(vocab_tokenizer(testdata, name), load_gz(f"golden_vocab_{name}.json.gz"), corpus)
 
 
 def test_roundtrip_corpus(qwen_real_tok: Tokenizer, corpus: list[str]) -> None:
