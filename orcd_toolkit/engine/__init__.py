@@ -7,7 +7,7 @@ allocators, the metrics hooks, and the protocols in ``interfaces``.
 
 from orcd_toolkit.engine.allocators import ContiguousAllocator, PagedAllocator
 from orcd_toolkit.engine.config import EngineConfig
-from orcd_toolkit.engine.engine import LLMEngine
+from orcd_toolkit.engine.engine import LLMEngine, build_engine
 from orcd_toolkit.engine.errors import (
     DuplicateRequest,
     InvalidSamplingParams,
@@ -47,4 +47,5 @@ __all__ = [
     "RequestTooLarge",
     "SamplingParams",
     "StepStats",
+    "build_engine",
 ]

@@ -101,6 +101,8 @@ class LLMEngine:
                 )
         self.model = model
         self.kv_cache = kv_cache
+        # logits may live on a device: the backend's to_host brings them to NumPy
+        self._to_host = getattr(getattr(model, "backend", None), "to_host", np.asarray)
         self.config = config
         self.metrics: MetricsHook = metrics if metrics is not None else NoopMetrics()
         self.allocator = allocator if allocator is not None else make_allocator(config)
@@ -237,7 +239,7 @@ class LLMEngine:
             self._report_step(t0, 0, 0, num_preempted)
             return CoreStepOutput([], np.zeros(0, dtype=np.int32), np.zeros(0, dtype=bool), None,
                                   aborted)
-        logits = self.model.forward(sb.batch, self.kv_cache)
+        logits = self._to_host(self.model.forward(sb.batch, self.kv_cache))
         sch.commit_computed(sb)
         ss = sb.sample_slots
         seqs = _gather(sch.slot_seq, ss)
@@ -336,3 +338,42 @@ class LLMEngine:
                 prefix_hits=alloc.prefix_hits,
             )
         )
+
+
+def build_engine(
+    model: Any,
+    tokenizer: Any = None,
+    *,
+    kv_tokens: int = 16384,
+    block_size: int = 16,
+    max_model_len: int | None = None,
+    metrics: MetricsHook | None = None,
+    **config: Any,
+) -> LLMEngine:
+    """An engine for a loaded ``CausalLM``: KV pool of ``kv_tokens`` tokens, allocated once.
+
+    The vocabulary, the context length (``max_model_len``, default the model's, capped by
+    the pool) and the end-of-turn tokens (the tokenizer's ``stop_ids``, else the GGUF
+    ``tokenizer.ggml.eos_token_id``) come from the model; ``config`` overrides the other
+    ``EngineConfig`` fields.
+    """
+    num_blocks = -(-kv_tokens // block_size)
+    ctx = max_model_len or int(getattr(model, "n_ctx", 0) or 2048)
+    ctx = min(ctx, num_blocks * block_size)
+    if "eos_token_ids" not in config:
+        if tokenizer is not None:
+            eos = tuple(sorted(t for t in tokenizer.stop_ids if t < model.vocab_size))
+        else:
+            md = getattr(getattr(model, "gguf_file", None), "metadata", {}) or {}
+            eos_id = md.get("tokenizer.ggml.eos_token_id")
+            eos = (int(eos_id),) if eos_id is not None else ()
+        config["eos_token_ids"] = eos
+    cfg = EngineConfig(
+        num_blocks=num_blocks,
+        vocab_size=model.vocab_size,
+        block_size=block_size,
+        max_model_len=ctx,
+        **config,
+    )
+    kv_cache = model.new_kv_cache(cfg.num_blocks, cfg.block_size)
+    return LLMEngine(model, kv_cache, cfg, tokenizer=tokenizer, metrics=metrics)
