@@ -77,20 +77,31 @@ def _check_linear(out: Any, x: Any, w: QuantWeight, bias: Any) -> int:
     return n
 
 
-def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = None) -> None:
+ROWS_PER_WARP_MIN_ROWS = 16384  # below this, one row per warp keeps enough warps in flight
+
+
+def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = None,
+           rows_per_warp: int | None = None) -> None:
     """``out[n, rows] = x[n, cols] @ W.T (+ bias)`` for small n (memory-bound decode path).
 
     Batches above 8 are split into launches of 8/4/2/1 vectors; each launch reads W once.
+    A single vector on a tall matrix (the vocabulary projection) uses 4 rows per warp so the
+    x chunk in registers serves 4 rows; ``rows_per_warp`` overrides the choice (1 or 4).
     """
     n = _check_linear(out, x, w, bias)
     if w.num_experts:
         raise KernelError("matvec takes a single matrix; use expert_matvec for expert stacks")
-    grid = (cdiv(w.rows, 4), 1, 1)
     with on_stream(stream):
         start = 0
         while start < n:
             nb = next(b for b in (8, 4, 2, 1) if b <= n - start)
-            _fn(f"qmatvec<{int(w.qtype)},{nb}>", w.qtype)(
+            r = 1
+            if nb == 1:
+                r = rows_per_warp or (4 if w.rows >= ROWS_PER_WARP_MIN_ROWS else 1)
+            if (nb, r) not in cuda_modules.MATVEC_VARIANTS:
+                raise KernelError(f"no matvec variant for {nb} vectors and {r} rows per warp")
+            grid = (cdiv(w.rows, 4 * r), 1, 1)
+            _fn(f"qmatvec<{int(w.qtype)},{nb},{r}>", w.qtype)(
                 grid, (128,),
                 (w.data, x[start:], out[start:], NULL if bias is None else bias,
                  np.int32(w.rows), np.int32(w.cols), np.int64(w.row_bytes),
@@ -154,7 +165,7 @@ def expert_matvec(
     if bias is not None:
         check(bias, "bias", np.float32, (w.num_experts, w.rows))
     with on_stream(stream):
-        _fn(f"qmatvec<{int(w.qtype)},1>", w.qtype)(
+        _fn(f"qmatvec<{int(w.qtype)},1,1>", w.qtype)(
             (cdiv(w.rows, 4), t * k, 1), (128,),
             (w.data, x, out, NULL if bias is None else bias, np.int32(w.rows), np.int32(w.cols),
              np.int64(w.row_bytes), expert_ids, np.int64(w.matrix_bytes),

@@ -378,7 +378,7 @@ def sample(
     history_len: Any = None,
     num_prompt: Any = None,
     stream: Any = None,
-    threads: int = MAX_THREADS,
+    threads: int = 256,
 ) -> None:
     """Sample one token per row of ``logits`` [N, V] (float32; left unchanged).
 
@@ -388,6 +388,8 @@ def sample(
     the output token being sampled). Penalties need ``history`` int32 [N, L] (prompt then
     output ids), ``history_len`` int32 [N] and ``num_prompt`` int32 [N].
     Writes ``out_tokens`` int32 [N] and ``out_logprobs`` f32 [N] (raw-logit logprob).
+    ``threads`` per row: 1024 does not launch on an H200 (the kernel needs more registers
+    than 64 per thread), 256 does.
     """
     n, vocab = logits.shape
     if logits.dtype != np.float32 or tuple(probs.shape) != (n, vocab) or probs.dtype != np.float32:

@@ -67,6 +67,26 @@ class Bench:
         return float(np.median(times))
 
 
+    def time_eager(self, fn: Callable[[], None], reps: int = 10) -> float:
+        """Seconds per call timed with events around eager calls (for cuBLAS, which CuPy
+        cannot capture into a graph; fine for launches far longer than the launch cost)."""
+        cp, s = self.cp, self.stream
+        with s:
+            fn()
+        s.synchronize()
+        start, end = cp.cuda.Event(), cp.cuda.Event()
+        times = []
+        for _ in range(3):
+            start.record(s)
+            with s:
+                for _ in range(reps):
+                    fn()
+            end.record(s)
+            end.synchronize()
+            times.append(cp.cuda.get_elapsed_time(start, end) / 1e3 / reps)
+        return float(np.median(times))
+
+
 def record(op: str, dtype: str, shape: str, seconds: float, nbytes: float = 0.0,
            flops: float = 0.0) -> None:
     gbs = nbytes / seconds / 1e9 if nbytes else 0.0
@@ -81,15 +101,20 @@ def record(op: str, dtype: str, shape: str, seconds: float, nbytes: float = 0.0,
 
 
 def measure_peaks(cp, b: Bench) -> None:
-    n = 2 * 2**30 // 4
+    n = 4 * 2**30 // 4
     src = cp.ones(n, cp.float32)
     dst = cp.empty_like(src)
-    t = b.time_launches([lambda: dst.__setitem__(slice(None), src)], min_launches=4, replays=5)
-    PEAK["bw"] = 2 * src.nbytes / t / 1e9
+    # cudaMemcpyAsync device-to-device (what "copy bandwidth" usually means) and CuPy's
+    # elementwise copy kernel; the larger is the ceiling
+    t_memcpy = b.time_eager(lambda: dst.data.copy_from_device_async(src.data, src.nbytes, b.stream), reps=5)
+    t_kernel = b.time_launches([lambda: dst.__setitem__(slice(None), src)], min_launches=4, replays=5)
+    PEAK["bw"] = 2 * src.nbytes / min(t_memcpy, t_kernel) / 1e9
+    print(f"copy: memcpy {2 * src.nbytes / t_memcpy / 1e9:.0f} GB/s, copy kernel "
+          f"{2 * src.nbytes / t_kernel / 1e9:.0f} GB/s (read+write)", flush=True)
     m = 8192
     a = cp.asarray(np.random.default_rng(0).standard_normal((m, m)), dtype=cp.float16)
     c = cp.empty((m, m), cp.float16)
-    t = b.time_launches([lambda: cp.matmul(a, a, out=c)], min_launches=4, replays=3)
+    t = b.time_eager(lambda: cp.matmul(a, a, out=c))
     PEAK["tflops"] = 2 * m**3 / t / 1e12
     PEAK["l2"] = cp.cuda.Device().attributes["L2CacheSize"]
     print(f"peak: copy {PEAK['bw']:.0f} GB/s (read+write), cuBLAS f16 GEMM {PEAK['tflops']:.0f} "
@@ -139,6 +164,12 @@ def bench_linear(cp, b: Bench, quant, quick: bool) -> None:
             nbytes = one.nbytes + x.nbytes + y.nbytes
             kind = "matvec" if n <= quant.MATVEC_MAX_BATCH else "matmul_mma"
             record(f"{kind} b={n}", qt.name, f"{rows}x{cols} {label}", t, nbytes)
+            if n == 1 and rows >= quant.ROWS_PER_WARP_MIN_ROWS:
+                t = b.time_launches([lambda w=w, x=x, y=y: quant.matvec(y, x, w, stream=b.stream, rows_per_warp=1) for w in ws])
+                record("matvec b=1 (1 row/warp)", qt.name, f"{rows}x{cols} {label}", t, nbytes)
+            if n == 32:
+                t = b.time_launches([lambda w=w, x=x, y=y: quant.matvec(y, x, w, stream=b.stream) for w in ws])
+                record("matvec 4x8 b=32", qt.name, f"{rows}x{cols} {label}", t, nbytes)
         if rows * cols <= 60e6:
             n = 512
             x = cp.asarray(rng.normal(0, 1, (n, cols)).astype(np.float32))
@@ -155,11 +186,10 @@ def bench_linear(cp, b: Bench, quant, quick: bool) -> None:
 
                 def deq_gemm(w=ws[0]) -> None:
                     quant.dequantize(w32, w, stream=b.stream)
-                    with b.stream:
-                        w16[...] = w32
-                        cp.matmul(x16, w16.T, out=y16)
+                    w16[...] = w32
+                    cp.matmul(x16, w16.T, out=y16)
 
-                t = b.time_launches([deq_gemm], min_launches=8)
+                t = b.time_eager(deq_gemm)
                 record("dequant+cuBLAS p=512", qt.name, f"{rows}x{cols} {label}", t,
                        flops=2.0 * n * rows * cols)
         del ws, base

@@ -5,20 +5,36 @@
 // blocks. x is [n, cols] float32, y is [n, rows] float32: y = x @ W.T (+ bias).
 
 // ---------------------------------------------------------------------------- matvec
-// One warp per output row; lane i reduces chunks i, i+32, ... of the row against every one of
-// the NB vectors, so the weight is read once for the whole batch. Optional MoE indirection:
-// with expert_ids != nullptr, grid.y = number of (token, slot) pairs and pair p reads expert
-// expert_ids[p] (its matrix starts at W + expert_ids[p] * expert_stride bytes) with input
-// x + (p / x_div) * x_stride, adds bias + expert_ids[p] * rows and writes y + p * y_stride.
-template <int QT, int NB>
+// Decode path. Each warp owns R consecutive output rows and streams them in segments of 32
+// chunks: the segment bytes are copied to shared memory with coalesced 16-byte loads (the
+// blocks themselves are 17..210 bytes, so a lane reading "its" block directly would issue
+// many narrow, scattered loads: that was 4-20x slower on an H200), then lane i decodes chunk
+// i of the segment from shared memory and dots it with the NB input vectors. With R > 1 the
+// x chunk a lane loads serves all R rows. F32/F16/BF16 rows are already vector loads and skip
+// the staging. The staged copy starts at the row's 16-byte-aligned floor and may read up to
+// 15 bytes past the end of the last row: device allocations are 256-byte granular.
+//
+// Optional MoE indirection: with expert_ids != nullptr, grid.y = number of (token, slot)
+// pairs and pair p reads expert expert_ids[p] (its matrix starts at W + expert_ids[p] *
+// expert_stride bytes) with input x + (p / x_div) * x_stride, adds bias + expert_ids[p] *
+// rows and writes y + p * y_stride.
+template <int QT> struct SegBytes {
+    enum { value = QTraits<QT>::elems == 256 ? 4 * QTraits<QT>::bytes
+                   : QTraits<QT>::elems == 32 ? 32 * QTraits<QT>::bytes : 0 };
+};
+
+template <int QT, int NB, int R>
 __global__ void __launch_bounds__(128) qmatvec(
     const u8* __restrict__ W, const float* __restrict__ x, float* __restrict__ y,
     const float* __restrict__ bias, int rows, int cols, long long row_bytes,
     const int* __restrict__ expert_ids, long long expert_stride, int x_div, long long x_stride,
     long long y_stride) {
+    constexpr int SEG = SegBytes<QT>::value;
+    constexpr int SEG_PAD = SEG > 0 ? ((SEG + 15) / 16 + 1) * 16 : 16;
+    __shared__ __align__(16) u8 stage[4][R][SEG_PAD];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int r = blockIdx.x * 4 + warp;
-    if (r >= rows) return;
+    const int r0 = (blockIdx.x * 4 + warp) * R;
+    if (r0 >= rows) return;
     const int p = blockIdx.y;
     const u8* Wm = W;
     const float* xp = x;
@@ -31,37 +47,90 @@ __global__ void __launch_bounds__(128) qmatvec(
         xp = x + (long long)(p / x_div) * x_stride;
         yp = y + (long long)p * y_stride;
     }
-    const u8* row = Wm + (long long)r * row_bytes;
     const int nchunks = cols >> 5;
-    float acc[NB];
+    float acc[R][NB];
 #pragma unroll
-    for (int b = 0; b < NB; ++b) acc[b] = 0.f;
-    for (int c = lane; c < nchunks; c += 32) {
-        float w[32];
-        dequant_chunk<QT>(row, c, w);
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
+    for (int c0 = 0; c0 < nchunks; c0 += 32) {
+        const int c = c0 + lane;
+        const u8* src[R];
+        if (SEG > 0) {
+            const long long seg_off = (long long)(c0 >> 5) * SEG;
+            const int seg_len = (int)min((long long)SEG, row_bytes - seg_off);
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                const int row = min(r0 + r, rows - 1);
+                const u8* g = Wm + (long long)row * row_bytes + seg_off;
+                const int mis = (int)((size_t)g & 15);
+                const uint4* a = (const uint4*)(g - mis);
+                const int nvec = (mis + seg_len + 15) >> 4;
+                uint4* dst = (uint4*)stage[warp][r];
+                for (int i = lane; i < nvec; i += 32) dst[i] = a[i];
+                src[r] = stage[warp][r] + mis;
+            }
+            __syncwarp();
+        }
+        if (c < nchunks) {
+            float xr[NB == 1 ? 32 : 1];
+            if (NB == 1) {
+                const float4* xv = (const float4*)(xp + c * 32);
+#pragma unroll
+                for (int i = 0; i < 8; ++i) {
+                    float4 v = xv[i];
+                    xr[4 * i] = v.x; xr[4 * i + 1] = v.y; xr[4 * i + 2] = v.z; xr[4 * i + 3] = v.w;
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                float w[32];
+                if (SEG > 0) {
+                    dequant_chunk<QT>(src[r], c & 31, w);
+                } else {
+                    dequant_chunk<QT>(Wm + (long long)min(r0 + r, rows - 1) * row_bytes, c, w);
+                }
+                if (NB == 1) {
+                    float s = 0.f;
+#pragma unroll
+                    for (int i = 0; i < 32; ++i) s += w[i] * xr[NB == 1 ? i : 0];
+                    acc[r][0] += s;
+                } else {
+#pragma unroll
+                    for (int b = 0; b < NB; ++b) {
+                        const float4* xv = (const float4*)(xp + (long long)b * cols + c * 32);
+                        float s = 0.f;
+#pragma unroll
+                        for (int i = 0; i < 8; ++i) {
+                            float4 v = xv[i];
+                            s += w[4 * i] * v.x + w[4 * i + 1] * v.y + w[4 * i + 2] * v.z + w[4 * i + 3] * v.w;
+                        }
+                        acc[r][b] += s;
+                    }
+                }
+            }
+        }
+        if (SEG > 0) __syncwarp();
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
 #pragma unroll
         for (int b = 0; b < NB; ++b) {
-            const float4* xv = (const float4*)(xp + (long long)b * cols + c * 32);
-            float s = 0.f;
+            float s = acc[r][b];
 #pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                float4 v = xv[i];
-                s += w[4 * i] * v.x + w[4 * i + 1] * v.y + w[4 * i + 2] * v.z + w[4 * i + 3] * v.w;
-            }
-            acc[b] += s;
+            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+            acc[r][b] = s;
         }
     }
-#pragma unroll
-    for (int b = 0; b < NB; ++b) {
-        float s = acc[b];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-        acc[b] = s;
-    }
     if (lane == 0) {
-        float bv = bp != nullptr ? bp[r] : 0.f;
 #pragma unroll
-        for (int b = 0; b < NB; ++b) yp[(long long)b * rows + r] = acc[b] + bv;
+        for (int r = 0; r < R; ++r) {
+            const int row = r0 + r;
+            if (row >= rows) break;
+            float bv = bp != nullptr ? bp[row] : 0.f;
+#pragma unroll
+            for (int b = 0; b < NB; ++b) yp[(long long)b * rows + row] = acc[r][b] + bv;
+        }
     }
 }
 
