@@ -80,40 +80,50 @@ def sample_token(
     top_p: float,
     min_p: float,
     u: float,
+    *,
+    inplace: bool = False,
 ) -> int:
-    """One draw from logits ``x`` (float32 [V]) with the filters above and uniform ``u``."""
+    """One draw from logits ``x`` (float32 [V]) with the filters above and uniform ``u``.
+
+    ``inplace=True`` lets the function overwrite ``x`` (a private copy): a 152k vocabulary
+    then costs one temporary (the float64 cumulative sum) instead of four, which matters
+    because each fresh megabyte-sized NumPy temporary is page-faulted in.
+    """
     if temperature == 0.0:
         return greedy(x)
-    z = x.astype(np.float32, copy=False) / np.float32(temperature)
-    p = np.exp(z - z.max())
+    p = x if inplace and x.dtype == np.float32 else np.array(x, dtype=np.float32)
+    p *= np.float32(1.0 / temperature)
+    p -= p.max()
+    np.exp(p, out=p)
     vocab = p.shape[0]
     use_k = 0 < top_k < vocab
     use_p = top_p < 1.0
     if not use_k and not use_p:
         if min_p > 0.0:
-            kept = np.flatnonzero(p >= np.float32(min_p))
+            kept = (p >= np.float32(min_p)).nonzero()[0]
             return _draw(p, kept, u)
         c = np.cumsum(p, dtype=np.float64)
         idx = int(np.searchsorted(c, u * c[-1], side="right"))
         return min(idx, vocab - 1)
     total = float(p.sum(dtype=np.float64)) if use_p and not use_k else 0.0
-    cand = np.arange(vocab)
+    cand = None
     for tau in _THRESHOLDS[:-1]:
-        c = np.flatnonzero(p >= tau)
+        c = (p >= tau).nonzero()[0]
         if use_k and c.size < top_k:
             continue
         if use_p and not use_k and float(p[c].sum(dtype=np.float64)) < top_p * total:
             continue
         cand = c
         break
+    if cand is None:
+        cand = np.arange(vocab)
     ordered = _sorted_prefix(p, cand)
     if use_k:
         ordered = ordered[:top_k]
     if use_p:
         ps = p[ordered].astype(np.float64)
         cum = np.cumsum(ps)
-        # keep while the mass *before* a token is below the target: the shortest prefix whose
-        # mass reaches top_p * total (always at least the most likely token)
+        # the shortest prefix whose mass reaches the target (always the most likely token)
         target = top_p * (cum[-1] if use_k else total)
         n_keep = int(np.searchsorted(cum, target, side="left")) + 1
         ordered = ordered[: min(n_keep, ordered.size)]
@@ -143,16 +153,26 @@ def top_logprobs(
     """The sampled token's logprob and the top ``n`` (id, logprob) of the raw logits ``x``.
 
     Logprobs describe the model's distribution (before bias, penalties and temperature), as
-    the OpenAI API reports them; top-n is ordered by logprob desc, id asc.
+    the OpenAI API reports them; top-n is ordered by logprob desc, id asc. Only the
+    normaliser needs the whole row (in float64); the top n are found on the logits.
     """
-    lp = log_softmax(x)
+    z = x.astype(np.float64)
+    m = z.max()
+    z -= m
+    log_norm = float(np.log(np.exp(z, out=z).sum()))
+    xf = np.asarray(x)
+    base = float(m) + log_norm
+    lp_tok = float(np.float64(xf[token]) - base)
     if n <= 0:
-        return float(lp[token]), []
-    n = min(n, lp.shape[0])
-    part = np.argpartition(-lp, n - 1)[:n]
+        return lp_tok, []
+    n = min(n, xf.shape[0])
+    part = np.argpartition(xf, xf.shape[0] - n)[-n:]
+    # ties at the boundary: take every logit equal to the n-th largest, lowest ids first
+    kth = xf[part].min()
+    part = (xf >= kth).nonzero()[0] if (xf == kth).sum() > (xf[part] == kth).sum() else part
     part = np.sort(part)
-    part = part[np.argsort(-lp[part], kind="stable")]
-    return float(lp[token]), [(int(t), float(lp[t])) for t in part]
+    part = part[np.argsort(-xf[part], kind="stable")][:n]
+    return lp_tok, [(int(t), float(np.float64(xf[t]) - base)) for t in part]
 
 
 def sample_row(
@@ -180,7 +200,9 @@ def sample_row(
     if output_ids.size < params.min_tokens and stop_ids:
         ids = [t for t in stop_ids if t < x.shape[0]]
         x[ids] = -np.inf
-    tok = sample_token(x, params.temperature, params.top_k, params.top_p, params.min_p, u)
+    tok = sample_token(
+        x, params.temperature, params.top_k, params.top_p, params.min_p, u, inplace=True
+    )
     lps = None
     if params.logprobs is not None:
         lps = top_logprobs(np.asarray(logits), tok, params.logprobs)

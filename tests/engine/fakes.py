@@ -86,17 +86,6 @@ class CheckingModel:
         return out
 
 
-class NullModel:
-    """Returns one preallocated logits buffer (the bookkeeping benchmark's backend)."""
-
-    def __init__(self, vocab_size: int, max_rows: int, token: int = 1) -> None:
-        self.buf = np.zeros((max_rows, vocab_size), dtype=np.float32)
-        self.buf[:, token] = 1.0
-
-    def forward(self, batch: ForwardBatch, kv: object) -> np.ndarray:
-        return self.buf[: batch.logits_indices.shape[0]]
-
-
 def solo_reference(
     model: CheckingModel,
     prompt: list[int],

@@ -1,0 +1,1 @@
+"""asv suites for orcd-toolkit (configuration: ../asv.conf.json)."""
