@@ -10,6 +10,7 @@ and memory of a load are bounded by the file size for any input:
 - value types are known; no arrays of arrays; bools are 0 or 1; keys are non-empty, valid
   UTF-8 and unique;
 - ``general.alignment`` (if present) is a UINT32, non-zero power of two;
+- keys and tensor names contain no NUL byte (llama.cpp reads them as C strings);
 - tensor names are non-empty, shorter than ggml's 64-byte limit, unique;
 - 1 <= n_dims <= 4, every dimension in [1, 2^63), element count (Python ints: no overflow)
   below 2^63;
@@ -508,6 +509,11 @@ def _parse(buf: Any, buffer: np.ndarray, size: int, *, path: Path | None) -> GGU
                 rule="key_utf8",
                 offset=key_at,
             ) from None
+        if "\0" in key:
+            # llama.cpp looks keys up as C strings: an embedded NUL makes it see another key
+            raise GGUFMetadataError(
+                f"metadata key #{i} contains a NUL byte: {key!r}", rule="key_nul", offset=key_at
+            )
         if key in metadata:
             raise GGUFMetadataError(
                 f"duplicate metadata key {key!r}", rule="duplicate_key", offset=key_at
@@ -569,6 +575,13 @@ def _parse(buf: Any, buffer: np.ndarray, size: int, *, path: Path | None) -> GGU
                 rule="tensor_name",
                 offset=info_at,
             ) from None
+        if "\0" in name:
+            # ggml copies names as C strings: an embedded NUL makes llama.cpp see another name
+            raise GGUFTensorError(
+                f"tensor #{i} name contains a NUL byte: {name!r}",
+                rule="tensor_name",
+                offset=info_at,
+            )
         if name in seen:
             raise GGUFTensorError(
                 f"duplicate tensor name {name!r}", rule="duplicate_tensor", offset=info_at

@@ -241,6 +241,18 @@ def test_duplicate_key():
     assert "a.x" in str(err)
 
 
+def test_key_with_nul():
+    raw = _tensor_file()
+    raw.kvs.append(kv(b"a.x\0evil", VT.UINT32, 1))
+    _reject(raw.build(), GGUFMetadataError, "key_nul")
+
+
+def test_tensor_name_with_nul():
+    raw = _tensor_file()
+    raw.tensors[0].name = b"t.b\0x"  # llama.cpp would see a second "t.b"
+    _reject(raw.build(), GGUFTensorError, "tensor_name")
+
+
 def test_key_not_utf8():
     raw = _tensor_file()
     raw.kvs.append(kv(b"\xff\xfe", VT.UINT32, 1))
