@@ -15,10 +15,11 @@ VOCABS = ["gpt-2", "llama-bpe", "llama-spm", "phi-3", "qwen2"]
 
 def test_qwen05_opens_fast_with_291_tensors(qwen05_path):
     gguf.load(qwen05_path).close()  # warm the page cache: we time parsing, not the disk
-    t0 = time.perf_counter()
+    # CPU time, not wall time: the test machine is shared (2 cores); ~0.12 s when idle
+    t0 = time.process_time()
     f = gguf.load(qwen05_path)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 0.6, f"load took {elapsed:.3f} s"
+    elapsed = time.process_time() - t0
+    assert elapsed < 0.5, f"load took {elapsed:.3f} s of CPU"
     assert f.arch == "qwen2"
     assert len(f.tensors) == 291
     counts = Counter(t.qtype for t in f.tensors.values())
