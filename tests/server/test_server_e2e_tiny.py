@@ -1,0 +1,204 @@
+"""End to end against the real stack with a tiny random-weight model (fast, default suite).
+
+``orcd serve --device cpu`` runs as a subprocess on a real GGUF file (tiny_model.py: GPT-2
+vocabulary, llama architecture, 2 layers) through the real tokenizer, model code and engine.
+A step takes milliseconds, so the timing properties — cancel and disconnect within 100 ms
+with KV blocks freed, drain on SIGTERM — are checked against the real engine here; the same
+scenarios with SmolLM2 are in test_server_e2e.py (slow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_server_e2e import ServeProcess, start_serve
+from tiny_model import write_tiny_llama
+
+from orcd_toolkit.client import AsyncClient, Client, http_get
+
+
+@pytest.fixture(scope="module")
+def tiny_model(testdata, tmp_path_factory) -> Path:
+    return write_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf",
+                            testdata / "vocab" / "ggml-vocab-gpt-2.gguf")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model, tmp_path_factory) -> Iterator[ServeProcess]:
+    sp = start_serve(tiny_model, tmp_path_factory.mktemp("serve-tiny"),
+                     "--kv-cache-size-mb", "16")
+    yield sp
+    assert sp.stop() == 0
+
+
+def kv_used(sp: ServeProcess) -> float:
+    return sp.metric("orcd_kv_cache_blocks_used")
+
+
+def test_health_of_the_real_stack(tiny) -> None:
+    import json
+
+    status, _, body = http_get(tiny.base + "/health")
+    h = json.loads(body)
+    assert status == 200 and h["arch"] == "llama" and h["quant_kind"] == "Q8_0"
+    assert h["tokenizer_kind"] == "gguf-bpe" and h["vocab_size"] == 50257
+    assert h["context_length"] == 2048 and h["kv_blocks_total"] > 0
+
+
+def test_seeded_runs_repeat_and_events_are_ordered(tiny) -> None:
+    kw = dict(prompt="Write a haiku about GPU computing", seed=42, temperature=0.7,
+              max_tokens=24)
+    with Client(tiny.url, event_timeout=60) as c:
+        a = c.generate(**kw).raise_for_error()
+        b = c.generate(**kw).raise_for_error()
+        other = c.generate(**{**kw, "seed": 43}).raise_for_error()
+        chat = c.generate(messages=[{"role": "user", "content": "hi"}], max_tokens=3,
+                          seed=1).raise_for_error()
+    kinds = [e["type"] for e in a.events]
+    assert kinds[0] == "started" and kinds[-1] == "end" and "token" in kinds
+    assert [e["i"] for e in a.events if e["type"] == "token"] == list(range(a.end["tokens_out"]))
+    assert a.token_ids == b.token_ids and a.text == b.text
+    assert a.token_ids != other.token_ids
+    # "<|user|>hi\n<|assistant|>" through the chat template, tokenized as text by GPT-2
+    assert chat.started["prompt_tokens"] > 5
+
+
+@pytest.mark.parametrize("prompt", [
+    "用中文写一首关于显卡的短诗",
+    "Emoji story: 🚀🔥🧠👩‍👩‍👧 then",
+    "Mixed: naïve café, Ελληνικά, русский, 日本語, हिन्दी, עברית 👍🏽",
+])
+def test_utf8_prompts_stream_valid_pieces_that_concatenate(tiny, tiny_model, prompt) -> None:
+    from orcd_toolkit.tokenizer import load_tokenizer
+
+    with Client(tiny.url, event_timeout=60) as c:
+        comp = c.generate(prompt=prompt, max_tokens=40, seed=11, temperature=1.0,
+                          ignore_eos=True).raise_for_error()
+    tok = load_tokenizer(tiny_model)
+    assert comp.started["prompt_tokens"] == len(tok.encode(prompt))
+    for piece in comp.pieces:
+        piece.encode("utf-8", errors="strict")  # raises on a lone surrogate
+    assert comp.text == tok.decode(comp.token_ids)
+
+
+def _jobs() -> list[dict]:
+    return [dict(prompt=f"Story {k}: 並列 🚀", seed=500 + k, temperature=0.9,
+                 max_tokens=16 + 3 * k, ignore_eos=True, job_id=f"b{k}") for k in range(6)]
+
+
+def test_batch_invariance_six_jobs_one_and_six_connections(tiny) -> None:
+    async def alone() -> list[list[int]]:
+        out = []
+        async with AsyncClient(tiny.url) as c:
+            for kw in _jobs():
+                out.append((await c.generate(**kw)).raise_for_error().token_ids)
+        return out
+
+    async def one_connection() -> list[list[int]]:
+        async with AsyncClient(tiny.url) as c:
+            jobs = [await c.submit(**kw) for kw in _jobs()]
+            results = await asyncio.gather(*(j.result() for j in jobs))
+        return [r.raise_for_error().token_ids for r in results]
+
+    async def six_connections() -> list[list[int]]:
+        async def one(kw):
+            async with AsyncClient(tiny.url) as c:
+                return (await c.generate(**kw)).raise_for_error().token_ids
+        return list(await asyncio.gather(*(one(kw) for kw in _jobs())))
+
+    ref = asyncio.run(alone())
+    assert [len(r) for r in ref] == [16 + 3 * k for k in range(6)]
+    assert asyncio.run(one_connection()) == ref
+    assert asyncio.run(six_connections()) == ref
+
+
+def _wait_kv_free(sp: ServeProcess, t0: float, limit_s: float = 5.0) -> float:
+    while kv_used(sp) > 0:
+        assert time.monotonic() - t0 < limit_s, "KV blocks never freed"
+        time.sleep(0.002)
+    return time.monotonic() - t0
+
+
+def test_cancel_ends_the_job_within_100ms_and_frees_its_kv(tiny) -> None:
+    with Client(tiny.url, event_timeout=60) as c:
+        c.submit(prompt="A long story", max_tokens=1500, ignore_eos=True, job_id="cx")
+        events = c.events("cx")
+        assert next(events)["type"] == "started"
+        for _ in range(5):
+            assert next(events)["type"] == "token"
+        assert kv_used(tiny) > 0
+        t0 = time.monotonic()
+        c.cancel("cx")
+        ev = next(e for e in events if e["type"] != "token")
+        ended = time.monotonic() - t0
+        freed = _wait_kv_free(tiny, t0)
+        c.cancel("cx")  # idempotent
+        assert c.generate(prompt="next", max_tokens=2).end is not None
+    assert ev["type"] == "error" and ev["code"] == "CANCELLED"
+    assert ended < 0.1, f"CANCELLED after {ended * 1e3:.1f} ms"
+    assert freed < 0.1, f"KV freed {freed * 1e3:.1f} ms after the cancel"
+    print(f"\ncancel: terminal {ended * 1e3:.1f} ms, KV freed {freed * 1e3:.1f} ms")
+
+
+def test_dropped_connection_frees_kv_within_100ms(tiny) -> None:
+    c = Client(tiny.url, event_timeout=60)
+    c.connect()
+    for k in range(3):
+        c.submit(prompt=f"drop {k}", max_tokens=1500, ignore_eos=True, job_id=f"d{k}")
+    seen = set()
+    while len(seen) < 3:
+        ev = c.recv_event()
+        if ev["type"] == "token":
+            seen.add(ev["job_id"])
+    assert kv_used(tiny) > 0
+    t0 = time.monotonic()
+    c.ws.socket.close()
+    freed = _wait_kv_free(tiny, t0)
+    assert freed < 0.1, f"KV freed {freed * 1e3:.1f} ms after the drop"
+    print(f"\ndrop: KV freed {freed * 1e3:.1f} ms")
+
+
+def test_sigterm_with_8_jobs_in_flight(tiny_model, tmp_path) -> None:
+    sp = start_serve(tiny_model, tmp_path, "--kv-cache-size-mb", "16",
+                     "--drain-timeout-sec", "1.5")
+    try:
+        async def scenario():
+            async with AsyncClient(sp.url) as c:
+                jobs = [await c.submit(prompt=f"job {k}", seed=k, ignore_eos=True,
+                                       max_tokens=20 if k < 4 else 2000) for k in range(8)]
+                for j in jobs:
+                    assert (await j.__aiter__().__anext__())["type"] == "started"
+                sp.proc.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.2)
+                late = await (await c.submit(prompt="late", max_tokens=2)).result()
+                results = await asyncio.gather(*(j.result() for j in jobs))
+                for _ in range(100):
+                    if c.close_code is not None:
+                        break
+                    await asyncio.sleep(0.05)
+                return results, late, c.close_code
+
+        t0 = time.monotonic()
+        results, late, close_code = asyncio.run(scenario())
+        rc = sp.proc.wait(30)
+        elapsed = time.monotonic() - t0
+    finally:
+        if sp.proc.poll() is None:
+            sp.proc.kill()
+            sp.proc.wait(10)
+    assert rc == 0
+    assert late.error["code"] == "OVERLOADED" and late.error["retriable"] is True
+    assert all(r.end is not None and r.end["tokens_out"] == 20 for r in results[:4])
+    for r in results[4:]:
+        assert r.error["code"] == "CANCELLED" and r.error["retriable"] is True
+        assert "drain deadline" in r.error["message"] and 0 < len(r.token_ids) < 2000
+    assert close_code == 1001
+    assert elapsed < 20
+    events = [e["event"] for e in sp.log_events()]
+    assert events.index("server.shutdown") < events.index("server.drain_deadline") < \
+        events.index("server.stopped")
