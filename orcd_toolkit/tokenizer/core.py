@@ -158,11 +158,11 @@ class Tokenizer:
         if pattern is None or pattern.search(text) is None:
             return [text]  # fast path: no special text anywhere
         ids = self._specials_all if parse_special else self._specials_user
+        texts = self._texts
         fragments: list[str | int] = [text]
-        for tid in ids:
-            tok = self._texts[tid]
-            if not any(isinstance(f, str) and tok in f for f in fragments):
-                continue
+        # Fragments are substrings of ``text``: a token absent from it is absent everywhere.
+        for tid in [i for i in ids if texts[i] in text]:
+            tok = texts[tid]
             attr = self._attrs[tid]
             new: list[str | int] = []
             for frag in fragments:

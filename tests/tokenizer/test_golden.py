@@ -48,3 +48,22 @@ def test_test_vocabs_match_llama_cpp(testdata, name: str, corpus: list[str]) -> 
 def test_roundtrip_corpus(qwen_real_tok: Tokenizer, corpus: list[str]) -> None:
     for line in corpus:
         assert qwen_real_tok.decode(qwen_real_tok.encode(line), skip_special=False) == line
+
+
+def test_describe_for_health(qwen_real_tok: Tokenizer, golden: dict) -> None:
+    d = qwen_real_tok.describe()
+    assert d == {
+        "kind": "gguf-bpe",
+        "vocab_size": golden["n_vocab"],
+        "pre_tokenizer": "qwen2",
+        "bos_id": golden["bos"],
+        "eos_id": golden["eos"],
+        "pad_id": 151643,
+        "stop_ids": golden["eog"],
+        "add_bos": False,
+        "add_eos": False,
+        "has_chat_template": True,
+    }
+    import json
+
+    json.dumps(d)  # JSON-able as /health needs
