@@ -36,7 +36,13 @@ def run(args: argparse.Namespace) -> int:
     report = build_report(f)
     if args.no_tensors:
         report.pop("tensors")
-    text = json.dumps(report, indent=2, ensure_ascii=True) if args.json else render_text(report)
+    if args.json:
+        text = json.dumps(report, indent=2, ensure_ascii=True)
+    else:
+        # metadata strings keep invalid UTF-8 as surrogate escapes (reader.py); show those
+        # bytes as \xNN instead of failing to encode them on a strict UTF-8 stdout
+        text = render_text(report).encode("utf-8", "surrogateescape")
+        text = text.decode("utf-8", "backslashreplace")
     try:
         print(text)
         sys.stdout.flush()

@@ -90,3 +90,27 @@ def test_inspect_bad_file_is_one_line_error(tmp_path, blob):
 def test_inspect_missing_file(tmp_path):
     out = _orcd(str(tmp_path / "missing.gguf"))
     assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_inspect_invalid_utf8_metadata_is_escaped(tmp_path):
+    from orcd_toolkit.gguf.rawwriter import RawKV, gguf_string
+
+    blob = RawGGUF(
+        kvs=[
+            kv("general.architecture", VT.STRING, "llama"),
+            RawKV(b"general.name", int(VT.STRING), gguf_string(b"bad\xff\xfename")),
+        ]
+    ).build()
+    p = tmp_path / "u.gguf"
+    p.write_bytes(blob)
+    out = subprocess.run(
+        [sys.executable, "-m", "orcd_toolkit", "inspect", str(p)],
+        capture_output=True,
+        check=False,
+        timeout=60,
+        env={**__import__("os").environ, "PYTHONIOENCODING": "utf-8:strict"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert b"bad\\xff\\xfename" in out.stdout
+    js = _orcd(str(p), "--json")
+    assert json.loads(js.stdout)["name"] == "bad\udcff\udcfename"
