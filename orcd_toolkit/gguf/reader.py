@@ -58,10 +58,12 @@ HEADER_BYTES = 4 + 4 + 8 + 8
 # Resource limits of the validation pass (rule names in brackets). Without them a hostile
 # length in a 20 GB file could make a load copy gigabytes into Python objects. Real files are
 # far below: Qwen2's 151k-token vocabulary + merges is a 6 MB header, chat templates are KBs.
-MAX_HEADER_BYTES = 256 * 2**20  # metadata + tensor infos [header_size]
+MAX_HEADER_BYTES = 64 * 2**20  # metadata + tensor infos [header_size]
 MAX_KEY_BYTES = 2**16 - 1  # GGUF spec: keys are at most 65535 bytes [key_length]
 MAX_STRING_BYTES = 16 * 2**20  # one string value or array item [string_length]
-MAX_ARRAY_ITEMS = 2**24  # items of one metadata array [array_length]
+MAX_ARRAY_ITEMS = 2**22  # items of one metadata array [array_length]
+# Worst case for a hostile header within these limits: a few hundred MB of Python objects
+# (4M short strings), a linear walk of <= 64 MiB; real vocabularies have <= 262k tokens.
 
 
 class GGUFValueType(IntEnum):
