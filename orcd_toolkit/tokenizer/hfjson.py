@@ -53,10 +53,33 @@ class HfJsonTokenizer(Tokenizer):
         if isinstance(config.get("chat_template"), str):
             meta["tokenizer.chat_template"] = config["chat_template"]
         vocab = vocab_from_metadata(meta)
+        vocab.pre = vocab.pre_type = None  # the file's own pre-tokenizer is used
         if "tokenizer.ggml.bos_token_id" not in meta:
             vocab.bos_id = None
         if "tokenizer.ggml.eos_token_id" not in meta:
             vocab.eos_id = None
+        # add_special follows the file's post-processor (e.g. a TemplateProcessing that adds
+        # BOS), probed on the empty string, unless tokenizer_config.json says otherwise.
+        probe = hf.encode("", add_special_tokens=True).ids
+        add_bos = config.get("add_bos_token")
+        add_eos = config.get("add_eos_token")
+        if probe and vocab.bos_id is None and add_bos is not False:
+            vocab.bos_id = probe[0]
+        vocab.add_bos = bool(add_bos) if isinstance(add_bos, bool) else (
+            vocab.bos_id is not None and probe[:1] == [vocab.bos_id]
+        )
+        vocab.add_eos = bool(add_eos) if isinstance(add_eos, bool) else (
+            vocab.eos_id is not None and len(probe) > int(vocab.add_bos) and probe[-1] == vocab.eos_id
+        )
+        if (vocab.add_bos and vocab.bos_id is None) or (vocab.add_eos and vocab.eos_id is None):
+            raise TokenizerLoadError("tokenizer adds BOS/EOS but its id is unknown")
+        # HF added-token lstrip/rstrip: whitespace next to the token is not encoded.
+        for i, added in hf.get_added_tokens_decoder().items():
+            if 0 <= i < size:
+                if added.lstrip:
+                    vocab.attrs[i] |= TokenAttr.LSTRIP
+                if added.rstrip:
+                    vocab.attrs[i] |= TokenAttr.RSTRIP
         # Added tokens are split by our partition; the HF pipeline sees only plain text.
         hf.encode_special_tokens = True
         self._byte_level = _is_byte_level(hf)
