@@ -157,10 +157,11 @@ def test_ready_notice_is_posted_once_loaded(serve_double, callback_server) -> No
     url, handler = callback_server
     handler.answers[:] = [503]
     rs = serve_double(callback_url=url, worker_id="6f1c2d0e-8a51-4e1b-9c43-2b1f6f0c9a11")
-    deadline = 50
-    while len(handler.bodies) < 2 and deadline:
+    for _ in range(200):  # bounded: 20 s
+        if len(handler.bodies) >= 2:
+            break
         threading.Event().wait(0.1)
-        deadline -= 1
+    assert len(handler.bodies) == 2, rs.log.getvalue()
     body = handler.bodies[-1]
     assert body["event"] == "ready" and body["worker_id"] == "6f1c2d0e-8a51-4e1b-9c43-2b1f6f0c9a11"
     assert body["endpoint"] == rs.url and body["model"] == "double-model"
