@@ -32,7 +32,7 @@ class DoubleRuntime:
 
     def __init__(self, step_s: float = 0.005, kv_blocks: int = 512, max_waiting: int = 64,
                  eos_after: int | None = None, context_length: int = 4096,
-                 fail_step_at: int | None = None) -> None:
+                 fail_step_at: int | None = None, fail_with: Exception | None = None) -> None:
         self.info = ModelInfo(name="double-model", arch="double", quant_kind="F32",
                               tokenizer_kind="bytes", vocab_size=256 + 16,
                               context_length=context_length, resident="cpu")
@@ -41,6 +41,7 @@ class DoubleRuntime:
         self.max_waiting = max_waiting
         self.eos_after = eos_after
         self.fail_step_at = fail_step_at
+        self.fail_with = fail_with or RuntimeError("double: injected step failure")
         self._jobs: dict[str, dict] = {}
         self._order: list[str] = []
         self.steps = 0
@@ -98,7 +99,7 @@ class DoubleRuntime:
         self._check_thread()
         self.steps += 1
         if self.fail_step_at is not None and self.steps == self.fail_step_at:
-            raise RuntimeError("double: injected step failure")
+            raise self.fail_with
         if self.step_s:
             time.sleep(self.step_s)
         now = time.monotonic()

@@ -272,6 +272,19 @@ def test_step_failure_ends_jobs_with_internal_and_the_worker_lives(serve_double)
     assert '"event": "engine.step_crashed"' in rs.log.getvalue()
 
 
+def test_vram_oom_in_a_step_is_retriable_and_the_worker_lives(serve_double) -> None:
+    from orcd_toolkit.errors import VramOom
+
+    rs = serve_double(DoubleRuntime(step_s=0.001, fail_step_at=2,
+                                    fail_with=VramOom("cudaMalloc of 64 MiB failed")))
+
+    with Client(rs.url, event_timeout=10) as c:
+        comp = c.generate(prompt="p", max_tokens=50)
+        assert comp.error["code"] == "VRAM_OOM" and comp.error["retriable"] is True
+        assert "cudaMalloc" in comp.error["message"] and len(comp.token_ids) == 1
+        assert c.generate(prompt="after", max_tokens=3).end is not None
+
+
 def test_engine_is_driven_from_one_thread(serve_double) -> None:
     rs = serve_double(DoubleRuntime(step_s=0.001))
 
