@@ -432,7 +432,15 @@ class WorkerServer:
             try:
                 if runtime is None:
                     raise Overloaded("model is not loaded")
-                ids = await asyncio.to_thread(runtime.encode, req)
+                try:
+                    ids = await asyncio.to_thread(runtime.encode, req)
+                except OrcdError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a tokenizer bug must end the job
+                    self.log.event("job.encode_crashed", level="error",
+                                   error=f"{type(exc).__name__}: {exc}", **fields)
+                    raise Internal(f"tokenizing the prompt failed: {type(exc).__name__}") \
+                        from None
                 info = runtime.info
                 if len(ids) > cfg.max_tokens_in:
                     raise InvalidRequest(
@@ -505,6 +513,10 @@ def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
         ("Cache-Control", "no-store"),
     ])
     return Response(status.value, status.phrase, headers, body)
+
+
+class Internal(OrcdError):
+    """An unexpected failure inside the worker, reported to the client as ``INTERNAL``."""
 
 
 class _QuietLogger:

@@ -24,6 +24,7 @@ PIECES = ["GPU", " cores", " hum", ",", " 並列", "計算", " warm", " silicon"
 SPLIT_FIRST, SPLIT_SECOND = 200, 201
 SPLIT_TEXT = "🧠"
 EOS = 199
+CRASH_ENCODE = "__crash the tokenizer__"
 BLOCK = 16
 
 
@@ -52,6 +53,8 @@ class DoubleRuntime:
 
     # encode may run on any thread.
     def encode(self, request: ExecuteRequest) -> list[int]:
+        if request.prompt == CRASH_ENCODE:
+            raise ValueError("double: tokenizer bug")
         if request.prompt is not None:
             text = request.prompt
         else:

@@ -285,6 +285,16 @@ def test_vram_oom_in_a_step_is_retriable_and_the_worker_lives(serve_double) -> N
         assert c.generate(prompt="after", max_tokens=3).end is not None
 
 
+def test_a_tokenizer_crash_is_internal_and_the_connection_lives(server) -> None:
+    from server_double import CRASH_ENCODE
+
+    with Client(server.url, event_timeout=10) as c:
+        comp = c.generate(prompt=CRASH_ENCODE, max_tokens=3)
+        assert comp.error["code"] == "INTERNAL" and "ValueError" in comp.error["message"]
+        assert c.generate(prompt="fine", max_tokens=2).end is not None
+    assert '"event": "job.encode_crashed"' in server.log.getvalue()
+
+
 def test_engine_is_driven_from_one_thread(serve_double) -> None:
     rs = serve_double(DoubleRuntime(step_s=0.001))
 
