@@ -6,10 +6,12 @@ What is compared, on the same text (the committed tokenizer corpus, UTF-8 bytes 
   Python, llama.cpp-exact pre-tokenizer classes, ``tokenizers`` BPE);
 - ``plain`` — a plain ``tokenizers`` pipeline built the usual way (the model's own regex with
   Oniguruma's Unicode classes, ByteLevel, BPE, no special-token handling): the ceiling;
-- ``spm`` — our llama.cpp SPM port (pure Python) on Phi-3's vocabulary, for scale.
+- ``spm`` — our llama.cpp SPM port (pure Python) on Phi-3's vocabulary, words memoised (warm);
+  ``spm_cold`` — the same with the word cache emptied before every call.
 
-Two shapes: one long document (the whole corpus as one string, ~230 kB) and the corpus line by
-line (3,006 short prompts, where per-call overhead dominates). Measurement traps: the first
+Three shapes: one long document (the whole corpus as one string, ~220 kB), the corpus line by
+line (3,006 short prompts, where per-call overhead dominates), and ``english``: 240 kB of seeded
+English-like words as one string (the easy case). Measurement traps: the first
 encode warms the BPE cache, so ``setup`` runs one encode; tokenizers' ``encode`` is
 single-threaded, ``encode_batch`` is not used so both sides use one core.
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "tokenizer" / "data" / "tokenizer_corpus.json.gz"
-VOCAB_DIR = ROOT.parent / "shared" / "testdata" / "vocab"
+VOCAB_DIR = Path(os.environ.get("ORCD_BENCH_VOCAB_DIR", ROOT.parent / "shared" / "testdata" / "vocab"))
 
 # Qwen2's pre-tokenizer regex as its tokenizer.json writes it.
 QWEN2_HF_PATTERN = (
@@ -82,28 +84,49 @@ def _plain():
 
 def _encoders() -> dict:
     orcd, plain, spm = _orcd("qwen"), _plain(), _orcd("phi3")
+    spm_cache = spm._spm._cache  # type: ignore[attr-defined]
+
+    def spm_cold(s: str) -> list[int]:
+        spm_cache.clear()
+        return spm.encode(s, add_special=False)  # type: ignore[attr-defined]
+
     return {
         "orcd": lambda s: orcd.encode(s, add_special=False),  # type: ignore[attr-defined]
         "plain": lambda s: plain.encode(s, add_special_tokens=False).ids,  # type: ignore[attr-defined]
         "spm": lambda s: spm.encode(s, add_special=False),  # type: ignore[attr-defined]
+        "spm_cold": spm_cold,
     }
+
+
+def _english() -> str:
+    import random
+
+    rng = random.Random(1)
+    words = (
+        "the quick brown fox jumps over the lazy dog while tokenizers process streaming "
+        "text with numbers 12345 and punctuation, quite often; really!"
+    ).split()
+    return " ".join(rng.choice(words) for _ in range(40000))
 
 
 def measure(impl: str, shape: str, repeat: int = 3) -> float:
     """Best-of-``repeat`` encode throughput in MB/s (10^6 UTF-8 bytes per second)."""
     enc = _encoders()[impl]
     lines = _lines()
-    doc = "\n".join(lines)
-    n_bytes = len(doc.encode("utf-8")) if shape == "doc" else sum(len(s.encode()) for s in lines)
+    doc = _english() if shape == "english" else "\n".join(lines)
+    if shape == "lines":
+        n_bytes = sum(len(s.encode()) for s in lines)
+    else:
+        n_bytes = len(doc.encode("utf-8"))
     enc(doc[:1000])
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
-        if shape == "doc":
-            enc(doc)
-        else:
+        if shape == "lines":
             for s in lines:
                 enc(s)
+        else:
+            enc(doc)
         best = min(best, time.perf_counter() - t0)
     return n_bytes / best / 1e6
 
@@ -111,22 +134,22 @@ def measure(impl: str, shape: str, repeat: int = 3) -> float:
 class EncodeThroughput:
     """asv: encode MB/s per implementation and input shape."""
 
-    params = (["orcd", "plain", "spm"], ["doc", "lines"])
+    params = (["orcd", "plain", "spm", "spm_cold"], ["doc", "lines", "english"])
     param_names = ("impl", "shape")
     unit = "MB/s"
 
     def setup(self, impl: str, shape: str) -> None:
         self.enc = _encoders()[impl]
         self.lines = _lines()
-        self.doc = "\n".join(self.lines)
+        self.doc = _english() if shape == "english" else "\n".join(self.lines)
         self.enc(self.doc[:1000])
 
     def time_encode(self, impl: str, shape: str) -> None:
-        if shape == "doc":
-            self.enc(self.doc)
-        else:
+        if shape == "lines":
             for s in self.lines:
                 self.enc(s)
+        else:
+            self.enc(self.doc)
 
     def track_mb_per_s(self, impl: str, shape: str) -> float:
         return measure(impl, shape, repeat=3)
@@ -137,10 +160,11 @@ class EncodeThroughput:
 def main() -> int:
     import platform
 
-    print(f"# {platform.processor() or platform.machine()}, python {sys.version.split()[0]}")
+    load = os.getloadavg()[0]
+    print(f"# {platform.machine()}, {os.cpu_count()} cpus, load {load:.1f}, python {sys.version.split()[0]}")
     print(f"# corpus: {len(_lines())} lines, {len(chr(10).join(_lines()).encode())} bytes")
-    for shape in ("doc", "lines"):
-        for impl in ("orcd", "plain", "spm"):
+    for shape in ("doc", "lines", "english"):
+        for impl in ("orcd", "plain", "spm", "spm_cold"):
             print(f"{impl:6s} {shape:6s} {measure(impl, shape):8.2f} MB/s")
     return 0
 
