@@ -6,13 +6,15 @@ Runs in a separate venv with the pinned ``llama-cpp-python==0.3.36`` (never the 
     python -m venv /root/.cache/orcd-build/venv-golden-tok
     /root/.cache/orcd-build/venv-golden-tok/bin/pip install llama_cpp_python-0.3.36-*.whl
     /root/.cache/orcd-build/venv-golden-tok/bin/python scripts/golden_tokenizer.py \\
-        "$(orcd models path qwen2.5-0.5b)" ../shared/testdata/vocab /tmp/vocab
+        "$(orcd models path qwen2.5-0.5b)" ../shared/testdata/vocab /tmp/vocab \\
+        "$(orcd models path smollm2)"
 
 It loads each model with ``vocab_only=True`` and writes
 ``tests/tokenizer/data/golden_qwen25_coder_05b.json.gz`` (and, for every
 ``ggml-vocab-NAME.gguf`` in the optional vocab folders, ``golden_vocab_NAME.json.gz``, the same
 corpus through llama.cpp's test vocabularies and the GPT-OSS vocabulary written by
-scripts/tokenizer_gptoss_vocab.py): for every corpus line the ids with
+scripts/tokenizer_gptoss_vocab.py; and for any further model file, ``golden_<name>.json.gz``,
+e.g. ``golden_smollm2-135m.json.gz`` for SmolLM2's ``smollm`` pre-tokenizer): for every corpus line the ids with
 ``parse_special`` off and on (``add_special`` on, i.e. BOS/EOS as the metadata says), and a sha256 over every
 token's piece as llama.cpp renders it (``special=True``). tests/tokenizer/test_golden.py
 compares ours against it.
@@ -85,8 +87,12 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     golden_for(argv[1], OUT)
-    for folder in argv[2:]:
-        for path in sorted(Path(folder).glob("ggml-vocab-*.gguf")):
+    for arg in argv[2:]:
+        if arg.endswith(".gguf"):  # another model file: golden_<stem>.json.gz
+            stem = Path(arg).stem.split("-instruct")[0].replace(".", "").lower()
+            golden_for(arg, OUT.with_name(f"golden_{stem}.json.gz"))
+            continue
+        for path in sorted(Path(arg).glob("ggml-vocab-*.gguf")):
             name = path.name.removeprefix("ggml-vocab-").removesuffix(".gguf")
             golden_for(str(path), OUT.with_name(f"golden_vocab_{name}.json.gz"))
     return 0

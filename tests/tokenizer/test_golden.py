@@ -67,3 +67,12 @@ def test_describe_for_health(qwen_real_tok: Tokenizer, golden: dict) -> None:
     import json
 
     json.dumps(d)  # JSON-able as /health needs
+
+
+def test_smollm2_matches_llama_cpp(smollm2_path, corpus: list[str]) -> None:
+    """SmolLM2-135M (pre-tokenizer ``smollm``: digits split, then GPT-2's regex)."""
+    from orcd_toolkit.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(smollm2_path)
+    assert tok.vocab.pre == "smollm"
+    check_against(tok, load_gz("golden_smollm2-135m.json.gz"), corpus)
