@@ -89,7 +89,7 @@ def main() -> int:
         arrays[f"{name}/edge/raw"] = edge
         arrays[f"{name}/edge/out"] = _reference(edge, int(qt)).view(np.uint32)
         # quantizers
-        if qt in gguf.QUANTIZABLE:
+        if qt in gguf.GGUF_QUANTIZABLE:
             x = (rng.standard_normal((ROWS, COLS)) * np.logspace(-3, 1, COLS)).astype(np.float32)
             x[0, :32] = 0.0  # an all-zero block
             with np.errstate(all="ignore"):

@@ -27,6 +27,7 @@ from orcd_toolkit.gguf.errors import (
     GGUFUnsupportedTypeError,
 )
 from orcd_toolkit.gguf.quants import (
+    GGUF_QUANTIZABLE,
     QUANTIZABLE,
     dequantize,
     dot,
@@ -46,6 +47,7 @@ from orcd_toolkit.gguf.reader import (
 from orcd_toolkit.gguf.types import LAYOUTS, QK_K, BlockLayout, GGMLType, row_bytes, tensor_bytes
 
 __all__ = [
+    "GGUF_QUANTIZABLE",
     "LAYOUTS",
     "QK_K",
     "QUANTIZABLE",

@@ -3,9 +3,9 @@
 ``gguf.quants`` is the executable definition of every block format (DESIGN.md §5), so
 ``dequantize`` delegates to it and only adds shape/size checks and a float32, writable result;
 golden vectors in ``tests/gguf/data`` pin its output bit for bit. ``quantize`` uses
-``gguf.quants.quantize`` where it exists (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, MXFP4);
-K-quants have no quantizer there, so synthetic K-quant tensors come from ``random_blocks``
-(well-formed blocks: finite positive scales, random codes).
+``gguf.quants.quantize`` where it exists (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, MXFP4)
+and ``kquants`` (port of llama.cpp's C reference quantizers) for Q4_K, Q5_K, Q6_K;
+``random_blocks`` makes well-formed random blocks of any type (fast synthetic weights).
 
 ``matmul``/``matvec``/``dot`` are the reference products for the quantized matmul kernels:
 weights dequantized in bounded row chunks, products accumulated in float64.
@@ -17,11 +17,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from orcd_toolkit.gguf import kquants
 from orcd_toolkit.gguf.errors import GGUFQuantizeError, GGUFTensorError
 from orcd_toolkit.gguf.types import LAYOUTS, GGMLType, row_bytes, to_ggml_type
 
 # gguf.quants has a quantizer for these (K-quants only dequantize there)
-QUANTIZABLE: frozenset[GGMLType] = frozenset(
+GGUF_QUANTIZABLE: frozenset[GGMLType] = frozenset(
     {
         GGMLType.F32,
         GGMLType.F16,
@@ -34,6 +35,13 @@ QUANTIZABLE: frozenset[GGMLType] = frozenset(
         GGMLType.MXFP4,
     }
 )
+# every supported type can be quantized: K-quants by our port of llama.cpp's C reference
+QUANTIZABLE: frozenset[GGMLType] = frozenset(GGMLType)
+_KQUANTIZERS = {
+    GGMLType.Q4_K: kquants.quantize_q4_k,
+    GGMLType.Q5_K: kquants.quantize_q5_k,
+    GGMLType.Q6_K: kquants.quantize_q6_k,
+}
 
 # byte offsets of the f16 scale fields inside one block (ggml-common.h block_* structs)
 _F16_FIELDS: dict[GGMLType, tuple[int, ...]] = {
@@ -99,17 +107,14 @@ def dequantize(raw: np.ndarray, qtype: GGMLType | int, shape: Sequence[int]) -> 
 
 
 def quantize(values: np.ndarray, qtype: GGMLType | int) -> np.ndarray:
-    """Encode float values into raw ``uint8`` blocks of ``qtype`` (shape ``[..., row_bytes]``)
-    with ``gguf.quants.quantize`` (the reference quantizers of llama.cpp's Python side).
-    K-quants raise :class:`GGUFQuantizeError`: use :func:`random_blocks` for them."""
+    """Encode float values into raw ``uint8`` blocks of ``qtype`` (shape ``[..., row_bytes]``).
+
+    ``gguf.quants.quantize`` (llama.cpp's Python reference) for F32, F16, BF16, Q4_0, Q4_1,
+    Q5_0, Q5_1, Q8_0, MXFP4; Q4_K/Q5_K/Q6_K by ``kquants`` (a NumPy port of ggml's
+    ``quantize_row_q*_K_ref``, byte-identical to the C code). K-quant inputs must be finite."""
     from gguf import quants
 
     qt = to_ggml_type(int(qtype))
-    if qt not in QUANTIZABLE:
-        raise GGUFQuantizeError(
-            f"no quantizer for {qt.name} (gguf.quants only dequantizes K-quants); "
-            "use random_blocks() for synthetic K-quant data"
-        )
     x = np.asarray(values, dtype=np.float32)
     if x.ndim == 0:
         raise GGUFQuantizeError("cannot quantize a scalar: give at least one row")
@@ -118,6 +123,10 @@ def quantize(values: np.ndarray, qtype: GGMLType | int) -> np.ndarray:
         q = np.ascontiguousarray(x)
     elif qt == GGMLType.F16:
         q = np.ascontiguousarray(x.astype(np.float16))
+    elif qt in _KQUANTIZERS:
+        if not np.isfinite(x).all():
+            raise GGUFQuantizeError(f"{qt.name} quantization needs finite values")
+        q = _KQUANTIZERS[qt](x)
     else:
         q = np.ascontiguousarray(quants.quantize(x, _gguf_type(qt)))
     return q.view(np.uint8).reshape(x.shape[:-1] + (row_bytes(qt, x.shape[-1]),))

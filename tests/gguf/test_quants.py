@@ -36,7 +36,7 @@ def test_goldens_cover_every_type(goldens):
     cases = _cases(goldens)
     for qt in GGMLType:
         assert f"{qt.name}/random" in cases and f"{qt.name}/edge" in cases
-        if qt in gguf.QUANTIZABLE:
+        if qt in gguf.GGUF_QUANTIZABLE:
             assert f"{qt.name}/quant" in cases
     # the real files' types: Q5_0, Q8_0, Q6_K, Q4_K (Qwen), Q4_1 (SmolLM2)
     assert {c.split("/")[0] for c in cases if c.endswith("/real")} >= {
@@ -136,11 +136,31 @@ def test_dequantize_checks_size():
     assert info.value.rule == "tensor_size"
 
 
+KGOLDENS = Path(__file__).parent / "data" / "kquant_goldens.npz"
+
+
 @pytest.mark.parametrize("qt", [GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K])
-def test_kquants_have_no_quantizer(qt):
-    with pytest.raises(gguf.GGUFQuantizeError) as info:
-        gguf.quantize(np.zeros((1, 256), np.float32), qt)
-    assert qt.name in str(info.value) and "random_blocks" in str(info.value)
+def test_kquant_quantizer_matches_llamacpp_c(qt):
+    """Bytes recorded from ggml's quantize_row_q*_K_ref (scripts/gen_kquant_goldens.py)."""
+    with np.load(KGOLDENS) as z:
+        x, ref = z["in"], z[f"{qt.name}/raw"]
+    ours = gguf.quantize(x, qt)
+    assert ours.shape == ref.shape
+    bad = np.flatnonzero((ours != ref).reshape(-1, gguf.LAYOUTS[qt].block_bytes).any(axis=1))
+    assert bad.size == 0, f"{bad.size} blocks differ, first {bad[:5]}"
+
+
+@pytest.mark.parametrize("qt", [GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K])
+def test_kquant_quantizer_error_and_input_checks(qt):
+    x = np.random.default_rng(4).standard_normal((8, 512)).astype(np.float32)
+    y = gguf.dequantize(gguf.quantize(x, qt), qt, x.shape)
+    rel = np.sqrt(np.mean((y - x) ** 2) / np.mean(x**2))
+    assert rel < {GGMLType.Q4_K: 0.12, GGMLType.Q5_K: 0.06, GGMLType.Q6_K: 0.03}[qt], rel
+    x[0, 3] = np.nan
+    with pytest.raises(gguf.GGUFQuantizeError, match="finite"):
+        gguf.quantize(x, qt)
+    with pytest.raises(gguf.GGUFTensorError):
+        gguf.quantize(np.zeros((1, 128), np.float32), qt)
 
 
 def test_quantize_error_is_small_for_fine_types():

@@ -130,7 +130,7 @@ def test_gguf_reader_agrees_on_written_file(written):
 
 def test_quantized_values_round_trip_exactly(tmp_path):
     """A file written from floats decodes to what the quantizer produced."""
-    x = np.random.default_rng(3).standard_normal((4, 64)).astype(np.float32)
+    x = np.random.default_rng(3).standard_normal((4, 256)).astype(np.float32)
     for qt in gguf.QUANTIZABLE:
         p = tmp_path / f"{qt.name}.gguf"
         write_gguf(p, {"general.architecture": "llama"}, {"w": TensorData.from_values(x, qt)})
