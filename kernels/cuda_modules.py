@@ -22,8 +22,12 @@ NVRTC_OPTIONS: tuple[str, ...] = ("--std=c++17",)
 # ggml type ids that the CUDA kernels decode (common.cuh QT_*), same numbers as GGMLType.
 QTYPE_IDS: tuple[int, ...] = (0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 30, 39)
 MATVEC_BATCHES: tuple[int, ...] = (1, 2, 4, 8)
-# (vectors per launch, rows per warp) instantiations of qmatvec
-MATVEC_VARIANTS: tuple[tuple[int, int], ...] = ((1, 1), (1, 4), (2, 1), (4, 1), (8, 1))
+# (vectors per launch, rows per warp, warps per row) instantiations of qmatvec
+# (batches of 2-8 always split rows over 4 warps: fewer instantiations to compile, and those
+# batches are latency-bound on the narrow matrices where 3 of the 4 warps idle)
+MATVEC_VARIANTS: tuple[tuple[int, int, int], ...] = (
+    (1, 1, 1), (1, 4, 1), (1, 1, 4), (2, 1, 4), (4, 1, 4), (8, 1, 4),
+)
 HEAD_DIMS: tuple[int, ...] = (64, 96, 128)
 ATTN_ITEMS_PER_WARP = 4
 
@@ -38,7 +42,7 @@ def name_expressions(name: str, qtype: int | None = None) -> list[str]:
     """Template instantiations of one module (all types when ``qtype`` is None)."""
     if name == "quant":
         qts = QTYPE_IDS if qtype is None else (qtype,)
-        out = [f"qmatvec<{q},{nb},{r}>" for q in qts for nb, r in MATVEC_VARIANTS]
+        out = [f"qmatvec<{q},{nb},{r},{ks}>" for q in qts for nb, r, ks in MATVEC_VARIANTS]
         out += [f"qmatmul_mma<{q}>" for q in qts]
         out += [f"dequant_rows<{q}>" for q in qts]
         return out

@@ -78,15 +78,29 @@ def _check_linear(out: Any, x: Any, w: QuantWeight, bias: Any) -> int:
 
 
 ROWS_PER_WARP_MIN_ROWS = 16384  # below this, one row per warp keeps enough warps in flight
+SPLIT_MIN_SEGMENTS = 4  # rows of at least 4 segments (128 chunks) are split over 4 warps
+
+
+def _matvec_variant(w: QuantWeight, nb: int, rows_per_warp: int | None,
+                    warps_per_row: int | None) -> tuple[int, int]:
+    """(rows per warp, warps per row): tall matrices (the vocabulary) give each warp 4 rows
+    so an x chunk in registers serves 4 rows; short, wide ones (ffn_down) split each row's
+    segments over 4 warps, else too few warps stream too few bytes at a time."""
+    many_rows = w.rows >= ROWS_PER_WARP_MIN_ROWS
+    r = rows_per_warp or (4 if nb == 1 and many_rows else 1)
+    segments = -(-(w.cols // 32) // 32)
+    ks = warps_per_row or (4 if nb > 1 or (not many_rows and segments >= SPLIT_MIN_SEGMENTS) else 1)
+    if (nb, r, ks) not in cuda_modules.MATVEC_VARIANTS:
+        raise KernelError(f"no matvec variant for {nb} vectors, {r} rows/warp, {ks} warps/row")
+    return r, ks
 
 
 def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = None,
-           rows_per_warp: int | None = None) -> None:
+           rows_per_warp: int | None = None, warps_per_row: int | None = None) -> None:
     """``out[n, rows] = x[n, cols] @ W.T (+ bias)`` for small n (memory-bound decode path).
 
     Batches above 8 are split into launches of 8/4/2/1 vectors; each launch reads W once.
-    A single vector on a tall matrix (the vocabulary projection) uses 4 rows per warp so the
-    x chunk in registers serves 4 rows; ``rows_per_warp`` overrides the choice (1 or 4).
+    ``rows_per_warp`` / ``warps_per_row`` override the automatic variant (benchmarks).
     """
     n = _check_linear(out, x, w, bias)
     if w.num_experts:
@@ -95,13 +109,9 @@ def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = 
         start = 0
         while start < n:
             nb = next(b for b in (8, 4, 2, 1) if b <= n - start)
-            r = 1
-            if nb == 1:
-                r = rows_per_warp or (4 if w.rows >= ROWS_PER_WARP_MIN_ROWS else 1)
-            if (nb, r) not in cuda_modules.MATVEC_VARIANTS:
-                raise KernelError(f"no matvec variant for {nb} vectors and {r} rows per warp")
-            grid = (cdiv(w.rows, 4 * r), 1, 1)
-            _fn(f"qmatvec<{int(w.qtype)},{nb},{r}>", w.qtype)(
+            r, ks = _matvec_variant(w, nb, rows_per_warp, warps_per_row)
+            grid = (cdiv(w.rows, (4 // ks) * r), 1, 1)
+            _fn(f"qmatvec<{int(w.qtype)},{nb},{r},{ks}>", w.qtype)(
                 grid, (128,),
                 (w.data, x[start:], out[start:], NULL if bias is None else bias,
                  np.int32(w.rows), np.int32(w.cols), np.int64(w.row_bytes),
@@ -164,9 +174,10 @@ def expert_matvec(
         check(x, "x", np.float32, (t, w.cols))
     if bias is not None:
         check(bias, "bias", np.float32, (w.num_experts, w.rows))
+    _, ks = _matvec_variant(w, 1, 1, None)
     with on_stream(stream):
-        _fn(f"qmatvec<{int(w.qtype)},1,1>", w.qtype)(
-            (cdiv(w.rows, 4), t * k, 1), (128,),
+        _fn(f"qmatvec<{int(w.qtype)},1,1,{ks}>", w.qtype)(
+            (cdiv(w.rows, 4 // ks), t * k, 1), (128,),
             (w.data, x, out, NULL if bias is None else bias, np.int32(w.rows), np.int32(w.cols),
              np.int64(w.row_bytes), expert_ids, np.int64(w.matrix_bytes),
              np.int32(1 if x_per_slot else k), np.int64(w.cols), np.int64(w.rows)),

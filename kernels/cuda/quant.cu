@@ -5,7 +5,8 @@
 // blocks. x is [n, cols] float32, y is [n, rows] float32: y = x @ W.T (+ bias).
 
 // ---------------------------------------------------------------------------- matvec
-// Decode path. Each warp owns R consecutive output rows and streams them in segments of 32
+// Decode path. Each warp (or KS warps splitting the row's segments, for short and wide
+// matrices that would otherwise leave the GPU idle) owns R consecutive output rows and streams them in segments of 32
 // chunks: the segment bytes are copied to shared memory with coalesced 16-byte loads (the
 // blocks themselves are 17..210 bytes, so a lane reading "its" block directly would issue
 // many narrow, scattered loads: that was 4-20x slower on an H200), then lane i decodes chunk
@@ -23,7 +24,7 @@ template <int QT> struct SegBytes {
                    : QTraits<QT>::elems == 32 ? 32 * QTraits<QT>::bytes : 0 };
 };
 
-template <int QT, int NB, int R>
+template <int QT, int NB, int R, int KS>
 __global__ void __launch_bounds__(128) qmatvec(
     const u8* __restrict__ W, const float* __restrict__ x, float* __restrict__ y,
     const float* __restrict__ bias, int rows, int cols, long long row_bytes,
@@ -32,9 +33,12 @@ __global__ void __launch_bounds__(128) qmatvec(
     constexpr int SEG = SegBytes<QT>::value;
     constexpr int SEG_PAD = SEG > 0 ? ((SEG + 15) / 16 + 1) * 16 : 16;
     __shared__ __align__(16) u8 stage[4][R][SEG_PAD];
+    __shared__ float red[4][R][NB];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int r0 = (blockIdx.x * 4 + warp) * R;
-    if (r0 >= rows) return;
+    const int kpart = warp % KS;  // KS warps split one row group's segments
+    const int r0 = (blockIdx.x * (4 / KS) + warp / KS) * R;
+    const bool active = r0 < rows;
+    if (KS == 1 && !active) return;  // with KS > 1 every warp must reach __syncthreads
     const int p = blockIdx.y;
     const u8* Wm = W;
     const float* xp = x;
@@ -53,7 +57,7 @@ __global__ void __launch_bounds__(128) qmatvec(
     for (int r = 0; r < R; ++r)
 #pragma unroll
         for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
-    for (int c0 = 0; c0 < nchunks; c0 += 32) {
+    for (int c0 = active ? kpart * 32 : nchunks; c0 < nchunks; c0 += 32 * KS) {
         const int c = c0 + lane;
         const u8* src[R];
         if (SEG > 0) {
@@ -122,7 +126,26 @@ __global__ void __launch_bounds__(128) qmatvec(
             acc[r][b] = s;
         }
     }
-    if (lane == 0) {
+    if (KS > 1) {
+        if (lane == 0) {
+#pragma unroll
+            for (int r = 0; r < R; ++r)
+#pragma unroll
+                for (int b = 0; b < NB; ++b) red[warp][r][b] = acc[r][b];
+        }
+        __syncthreads();
+        if (kpart == 0 && lane == 0) {
+#pragma unroll
+            for (int r = 0; r < R; ++r)
+#pragma unroll
+                for (int b = 0; b < NB; ++b) {
+                    float s = 0.f;
+                    for (int k = 0; k < KS; ++k) s += red[warp + k][r][b];
+                    acc[r][b] = s;
+                }
+        }
+    }
+    if (lane == 0 && kpart == 0 && active) {
 #pragma unroll
         for (int r = 0; r < R; ++r) {
             const int row = r0 + r;
