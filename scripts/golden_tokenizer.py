@@ -13,7 +13,7 @@ It loads each model with ``vocab_only=True`` and writes
 ``tests/tokenizer/data/golden_qwen25_coder_05b.json.gz`` (and, for every
 ``ggml-vocab-NAME.gguf`` in the optional vocab folders, ``golden_vocab_NAME.json.gz``, the same
 corpus through llama.cpp's test vocabularies and the GPT-OSS vocabulary written by
-scripts/tokenizer_gptoss_vocab.py; and for any further model file, ``golden_<name>.json.gz``,
+scripts/tokenizer_gptoss_vocab.py and scripts/tokenizer_vocab_variants.py; and for any further model file, ``golden_<name>.json.gz``,
 e.g. ``golden_smollm2-135m.json.gz`` for SmolLM2's ``smollm`` pre-tokenizer): for every corpus line the ids with
 ``parse_special`` off and on (``add_special`` on, i.e. BOS/EOS as the metadata says), and a sha256 over every
 token's piece as llama.cpp renders it (``special=True``). tests/tokenizer/test_golden.py

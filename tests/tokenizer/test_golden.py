@@ -76,3 +76,14 @@ def test_smollm2_matches_llama_cpp(smollm2_path, corpus: list[str]) -> None:
     tok = load_tokenizer(smollm2_path)
     assert tok.vocab.pre == "smollm"
     check_against(tok, load_gz("golden_smollm2-135m.json.gz"), corpus)
+
+
+def test_default_pre_tokenizer_matches_llama_cpp(testdata, corpus: list[str]) -> None:
+    """GPT-2's vocabulary with ``tokenizer.ggml.pre = default``: llama.cpp's four-regex
+    fallback through std::regex on collapsed text (scripts/tokenizer_vocab_variants.py)."""
+    from orcd_toolkit.gguf import load
+    from orcd_toolkit.tokenizer import from_metadata
+
+    with load(testdata / "vocab" / "ggml-vocab-gpt-2.gguf") as f:
+        meta = {**f.metadata, "tokenizer.ggml.pre": "default"}
+    check_against(from_metadata(meta), load_gz("golden_vocab_gpt-2-default.json.gz"), corpus)
