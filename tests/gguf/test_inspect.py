@@ -114,3 +114,31 @@ def test_inspect_invalid_utf8_metadata_is_escaped(tmp_path):
     assert b"bad\\xff\\xfename" in out.stdout
     js = _orcd(str(p), "--json")
     assert json.loads(js.stdout)["name"] == "bad\udcff\udcfename"
+
+
+def test_inspect_totals_every_type(tmp_path, capsys):
+    import numpy as np
+
+    from orcd_toolkit import cli, gguf
+    from orcd_toolkit.gguf.writer import TensorData, write_gguf
+
+    rng = np.random.default_rng(0)
+    tensors = {}
+    for i, qt in enumerate(gguf.GGMLType):
+        shape = (i + 1, 256)
+        tensors[f"w{i}"] = TensorData(qt, shape, gguf.random_blocks(qt, shape, rng))
+    p = tmp_path / "all.gguf"
+    write_gguf(p, {"general.architecture": "llama", "llama.block_count": 1}, tensors)
+    assert cli.main(["inspect", str(p), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert set(r["totals_by_type"]) == {qt.name for qt in gguf.GGMLType}
+    for i, qt in enumerate(gguf.GGMLType):
+        tot = r["totals_by_type"][qt.name]
+        assert tot == {
+            "tensors": 1,
+            "elements": (i + 1) * 256,
+            "bytes": (i + 1) * gguf.row_bytes(qt, 256),
+            "block_elems": gguf.LAYOUTS[qt].block_elems,
+        }
+    assert r["parameters"] == sum((i + 1) * 256 for i in range(len(gguf.GGMLType)))
+    assert r["hyperparameters"] == {"block_count": 1}
