@@ -74,9 +74,13 @@ class KVCacheAllocator(Protocol):
     def check_invariants(self) -> None: ...
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class StepStats:
-    """What one ``step()`` did (handed to ``MetricsHook.on_step``)."""
+    """What one ``step()`` did (handed to ``MetricsHook.on_step``).
+
+    Not frozen: a frozen dataclass's ``__init__`` costs ~10 fields x object.__setattr__ on
+    every step; hooks must treat it as read-only.
+    """
 
     step_time_s: float
     num_running: int

@@ -53,7 +53,7 @@ class Scheduler:
         self.num_prompt = np.zeros(n, dtype=np.int32)
         self.max_total = np.zeros(n, dtype=np.int32)
         self.min_total = np.zeros(n, dtype=np.int32)
-        self.ignore_eos = np.zeros(n, dtype=bool)
+        self.eos_active = np.zeros(n, dtype=bool)  # not ignore_eos
         self.plain_greedy = np.zeros(n, dtype=bool)
         self.has_stop_ids = np.zeros(n, dtype=bool)
         self.seeds = np.zeros(n, dtype=np.uint64)
@@ -133,7 +133,7 @@ class Scheduler:
         self.num_prompt[slot] = seq.num_prompt_tokens
         self.max_total[slot] = seq.num_prompt_tokens + p.max_tokens
         self.min_total[slot] = seq.num_prompt_tokens + p.min_tokens
-        self.ignore_eos[slot] = p.ignore_eos
+        self.eos_active[slot] = not p.ignore_eos
         self.plain_greedy[slot] = (
             p.is_greedy
             and not p.has_penalties
@@ -350,12 +350,15 @@ class Scheduler:
         nt += 1
         self.num_tokens[slots] = nt
         min_ok = nt >= self.min_total[slots]
-        stop = self.eos_table[token_ids] & ~self.ignore_eos[slots] & min_ok
-        extra = (self.has_stop_ids[slots] & min_ok & ~stop).nonzero()[0]
-        for i in extra.tolist():
-            seq = self.slot_seq[int(slots[i])]
-            if int(token_ids[i]) in seq.params.stop_token_ids:
-                stop[i] = True
+        stop = self.eos_table[token_ids]
+        stop &= self.eos_active[slots]
+        stop &= min_ok
+        has_ids = self.has_stop_ids[slots]
+        if has_ids.any():
+            for i in (has_ids & min_ok & ~stop).nonzero()[0].tolist():
+                seq = self.slot_seq[int(slots[i])]
+                if int(token_ids[i]) in seq.params.stop_token_ids:
+                    stop[i] = True
         length = nt >= self.max_total[slots]
         finished = stop | length
         fin = finished.nonzero()[0]
