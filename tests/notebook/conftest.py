@@ -21,6 +21,19 @@ from orcd_toolkit.notebook.sessions import LocalSession
 CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _single_threaded_blas() -> Iterator[None]:
+    """The same limit for the in-process engine (numpy is imported long before this runs,
+    so the environment variable would come too late; threadpoolctl sets it live)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it the tests only run slower
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 @pytest.fixture(scope="session")
 def smollm2_session(smollm2_path) -> Iterator[LocalSession]:
     session = LocalSession(str(smollm2_path), kv_cache_size_mb=32).wait_ready(300)
