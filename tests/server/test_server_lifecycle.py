@@ -163,8 +163,8 @@ def test_ready_notice_is_posted_once_loaded(serve_double, callback_server) -> No
     url, handler = callback_server
     handler.answers[:] = [503]
     rs = serve_double(callback_url=url, worker_id="6f1c2d0e-8a51-4e1b-9c43-2b1f6f0c9a11")
-    for _ in range(200):  # bounded: 20 s
-        if len(handler.bodies) >= 2:
+    for _ in range(200):  # bounded: 20 s; the worker logs callback.sent after the answer
+        if len(handler.bodies) >= 2 and '"event": "callback.sent"' in rs.log.getvalue():
             break
         threading.Event().wait(0.1)
     assert len(handler.bodies) == 2, rs.log.getvalue()
