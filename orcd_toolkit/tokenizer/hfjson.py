@@ -82,7 +82,11 @@ class HfJsonTokenizer(Tokenizer):
                     vocab.attrs[i] |= TokenAttr.RSTRIP
         # Added tokens are split by our partition; the HF pipeline sees only plain text.
         hf.encode_special_tokens = True
-        self._byte_level = _is_byte_level(hf)
+        self._style = _piece_style(hf)
+        if self._style == "metaspace":
+            # SentencePiece-style files: the first piece's "▁" is the dummy prefix that HF's
+            # decoder strips; decode and the detokenizer then follow the SPM rule.
+            vocab.add_space_prefix = True
         super().__init__(vocab)
 
     def _encode_fragments(self, fragments: list[str | int], out: list[int], add_special: bool) -> None:
@@ -98,20 +102,39 @@ class HfJsonTokenizer(Tokenizer):
         text = self._texts[token_id]
         if self._attrs[token_id] & (TokenAttr.CONTROL | TokenAttr.USER_DEFINED | TokenAttr.UNKNOWN):
             return text.encode("utf-8", "surrogateescape")
-        if self._byte_level:
+        if self._style == "byte-level":
             try:
                 return text.translate(_CHARS_TO_BYTES).encode("latin-1")
             except UnicodeEncodeError:
                 pass  # not a byte-level piece: let the file's decoder render it
+        elif self._style == "metaspace":
+            if len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
+                try:
+                    return bytes((int(text[3:5], 16),))
+                except ValueError:
+                    pass
+            return text.replace("\u2581", " ").encode("utf-8", "surrogateescape")
+        # Other decoders (WordPiece, ...): one-token decode is the best piece there is.
         return self._hf.decode([token_id], skip_special_tokens=False).encode("utf-8")
 
 
-def _is_byte_level(hf: Any) -> bool:
+def _piece_style(hf: Any) -> str:
+    """How a token's text maps to bytes: ``byte-level`` (GPT-2 table), ``metaspace``
+    (``▁`` = space, ``<0xNN>`` byte fallback; one-token HF decode would strip the space, so
+    it cannot be used for streaming) or ``decoder``."""
     if hf.decoder is None:
-        return False
+        return "decoder"
     spec = json.loads(hf.decoder.__getstate__())
-    kinds = [spec.get("type")] + [d.get("type") for d in spec.get("decoders", []) or []]
-    return "ByteLevel" in kinds
+    parts = [spec] + list(spec.get("decoders", []) or [])
+    kinds = [d.get("type") for d in parts]
+    if "ByteLevel" in kinds:
+        return "byte-level"
+    if "Metaspace" in kinds or any(
+        d.get("type") == "Replace" and (d.get("pattern") or {}).get("String") == "\u2581"
+        for d in parts
+    ):
+        return "metaspace"
+    return "decoder"
 
 
 def load_hf_json(path: str | Path, config: dict[str, Any] | None = None) -> HfJsonTokenizer:

@@ -50,3 +50,30 @@ def test_config_overrides(tmp_path: Path) -> None:
     assert not tok.add_bos and tok.eos_id == 4 and 4 in tok.stop_ids
     assert tok.encode("ab") == [2]
     assert tok.apply_chat_template([{"role": "user", "content": "ab"}]) == "ab"
+
+
+def test_sentencepiece_style_json_streams_with_spaces(tmp_path: Path) -> None:
+    """Metaspace/byte-fallback files: HF's one-token decode strips "▁", so pieces come from the
+    token text; the concatenation equals HF's own decode of the whole sequence."""
+    from tokenizers import decoders, normalizers
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"<0x{b:02X}>": 3 + b for b in range(256)}}
+    for t in ["▁", "H", "e", "l", "o", "w", "r", "d", "▁H", "ll", "llo", "▁Hello", "▁w", "or"]:
+        vocab.setdefault(t, len(vocab))
+    merges = [("l", "l"), ("ll", "o"), ("▁", "H"), ("▁", "w"), ("o", "r")]
+    hf = Tokenizer(models.BPE(vocab=vocab, merges=merges, byte_fallback=True, unk_token="<unk>"))
+    hf.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    hf.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    hf.add_special_tokens([AddedToken("<s>", special=True), AddedToken("</s>", special=True)])
+    path = tmp_path / "tokenizer.json"
+    hf.save(str(path))
+    tok = load_tokenizer(path)
+    text = "Hello world é ✓"
+    ids = tok.encode(text, add_special=False)
+    assert any(3 <= i < 259 for i in ids)  # byte fallback used for é and ✓
+    assert tok.decode(ids) == hf.decode(ids) == text
+    det = IncrementalDetokenizer(tok)
+    pieces = [det.push(i) for i in ids] + [det.flush()]
+    assert "".join(pieces) == text and pieces[0] == "H"
