@@ -457,6 +457,7 @@ class WorkerServer:
                     terminal["_outcome"] = "rejected" if exc.code == "INVALID_REQUEST" \
                         else "error"
                     self.log.event("job.refused", code=exc.code, error=str(exc), **fields)
+                    self._finish(conn, job, terminal, fields)
                     await self._send(conn, terminal)
                     return
                 ids = []
@@ -471,21 +472,27 @@ class WorkerServer:
                 for ev in await job.stream.take():
                     if ev["type"] in ("end", "error"):
                         terminal = ev
+                        # bookkeeping first: whoever sees the terminal event also sees the
+                        # job's counters, logs and freed slot
+                        self._finish(conn, job, terminal, fields)
                     if alive:
                         alive = await self._send(conn, ev)
                     if terminal is not None:
                         break
         finally:
             timeout_handle.cancel()
-            job.state = "done"
-            conn.jobs.pop(job.job_id, None)
-            self._jobs.pop(job.key, None)
-            if not self._jobs:
-                self._idle.set()  # type: ignore[union-attr]
-            self._account(job, terminal, fields)
+            self._finish(conn, job, None, fields)
 
-    def _account(self, job: Job, terminal: dict[str, Any] | None,
-                 fields: dict[str, Any]) -> None:
+    def _finish(self, conn: _Conn, job: Job, terminal: dict[str, Any] | None,
+                fields: dict[str, Any]) -> None:
+        """Release the job's slot and account its outcome, once."""
+        if job.state == "done":
+            return
+        job.state = "done"
+        conn.jobs.pop(job.job_id, None)
+        self._jobs.pop(job.key, None)
+        if not self._jobs:
+            self._idle.set()  # type: ignore[union-attr]
         if terminal is None:
             return
         outcome = terminal.get("_outcome", "error")
