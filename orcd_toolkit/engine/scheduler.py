@@ -169,9 +169,13 @@ class Scheduler:
         if rs.size:
             nc = self.num_computed[rs]
             need = self.num_tokens[rs] - nc
-            before = np.cumsum(need, dtype=np.int32)
-            before -= need
-            sched = np.minimum(np.maximum(budget - before, 0), need)
+            cum = np.cumsum(need, dtype=np.int32)
+            if int(cum[-1]) <= budget:  # everyone gets all it asks for (the decode case)
+                sched = need
+                full = True
+            else:
+                sched = np.minimum(np.maximum(budget - (cum - need), 0), need)
+                full = False
             target = nc + sched
             deficit = (target + (bs - 1)) // bs - self.num_blocks[rs]
             grow = (deficit > 0).nonzero()[0]
@@ -180,9 +184,10 @@ class Scheduler:
                     num_preempted = self._grow(grow.tolist(), target)
                     if num_preempted:
                         rs, sched = self._after_preemption(rs, sched)
-            budget -= int(sched.sum())
+            budget -= int(cum[-1]) if full and not num_preempted else int(sched.sum())
         else:
             sched = self._empty_i32
+            full = True
         adm_slots: list[int] = []
         adm_sched: list[int] = []
         if not num_preempted:
@@ -199,15 +204,19 @@ class Scheduler:
         if adm_slots:
             rs = np.concatenate([rs, np.asarray(adm_slots, dtype=np.intp)])
             sched = np.concatenate([sched, np.asarray(adm_sched, dtype=np.int32)])
+            full = False
         if not rs.size:
             return None, num_preempted
-        keep = sched > 0
-        if not keep.all():
-            rs = rs[keep]
-            sched = sched[keep]
-        if not rs.size:
-            return None, num_preempted
-        return self._build(rs, sched), num_preempted
+        if not full:
+            keep = sched > 0
+            if not keep.all():
+                rs = rs[keep]
+                sched = sched[keep]
+            if not rs.size:
+                return None, num_preempted
+        # ``full``: every running sequence computes all its pending tokens, so each one's
+        # logits come back (no partial prefill chunk)
+        return self._build(rs, sched, full and not num_preempted), num_preempted
 
     def _rebuild_run_slots(self) -> None:
         self._run_slots = np.fromiter(
@@ -279,7 +288,7 @@ class Scheduler:
         self._run_dirty = True
         return rs[alive], sched[alive]
 
-    def _build(self, slots: np.ndarray, sched: np.ndarray) -> ScheduledBatch:
+    def _build(self, slots: np.ndarray, sched: np.ndarray, all_done: bool = False) -> ScheduledBatch:
         """The ForwardBatch of ``sched[i]`` new tokens for each ``slots[i]`` (CONTRACTS §3)."""
         bs = self.block_size
         b = slots.shape[0]
@@ -306,9 +315,9 @@ class Scheduler:
         slot_mapping += cols % bs
         width = (int(ctx.max()) + bs - 1) // bs
         block_tables = self.block_table[slots, :width]
-        done = ctx == self.num_tokens[slots]
-        if done.all():
-            logits_indices = seq_starts[1:] - 1
+        done = None if all_done else ctx == self.num_tokens[slots]
+        if done is None or done.all():
+            logits_indices = self._arange[:b] if t == b else seq_starts[1:] - 1
             sample_slots = slots
         else:
             logits_indices = (seq_starts[1:] - 1)[done]
