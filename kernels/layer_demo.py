@@ -95,6 +95,9 @@ class DecoderLayerDemo:
         self.nb["q3"] = nb(self.q.reshape(1, hq, hd))
         self.nb["k3"] = nb(self.k.reshape(1, hkv, hd))
         self.nb["v3"] = nb(self.v.reshape(1, hkv, hd))
+        # the uploads above ran on the default stream; ``stream`` may be non-blocking and
+        # would not wait for them
+        cp.cuda.Device().synchronize()
 
     def step(self) -> None:
         """The layer: norm -> qkv -> rope+KV write -> attention -> o -> add+norm -> FFN -> add."""
