@@ -12,7 +12,7 @@ HELP = "tokenize text with a model's tokenizer (ids and pieces)"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", "-m", required=True,
-        help="GGUF path, registry name/alias, or a tokenizer.json path",
+        help="GGUF path, registry name/alias, a tokenizer.json path, or o200k_harmony (GPT-OSS)",
     )  # fmt: skip
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", "-t", help="text to tokenize")
@@ -47,13 +47,18 @@ def run(args: argparse.Namespace) -> int:
 
     text = _read_text(args)
     spec = args.model
-    if Path(spec).exists():
-        source: object = Path(spec)
-    else:
-        from orcd_toolkit.store import resolve_model
+    if spec in ("o200k_harmony", "gpt-oss") and not Path(spec).exists():
+        from orcd_toolkit.tokenizer.o200k import load_harmony_tokenizer
 
-        source = resolve_model(spec)
-    tok = load_tokenizer(source)
+        tok = load_harmony_tokenizer()
+    else:
+        if Path(spec).exists():
+            source: object = Path(spec)
+        else:
+            from orcd_toolkit.store import resolve_model
+
+            source = resolve_model(spec)
+        tok = load_tokenizer(source)
     ids = tok.encode(text, add_special=not args.no_add_special, parse_special=args.special)
     pieces = [tok.token_piece(i) for i in ids]
     if args.json:

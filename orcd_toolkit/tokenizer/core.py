@@ -9,6 +9,7 @@ added per the metadata. Decoding follows ``token_to_piece``/``detokenize``.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -44,6 +45,9 @@ def bytes_to_bpe_text(raw: bytes) -> str:
     return raw.decode("latin-1").translate(_BYTES_TO_CHARS)
 
 
+UNICODE_TO_BYTE = {c: b for b, c in BYTE_TO_UNICODE.items()}
+
+
 def _is_valid_unicode(s: str) -> bool:
     try:
         s.encode("utf-8")
@@ -51,10 +55,8 @@ def _is_valid_unicode(s: str) -> bool:
         return False
     return True
 
-UNICODE_TO_BYTE = {c: b for b, c in BYTE_TO_UNICODE.items()}
 
-
-class Tokenizer:
+class Tokenizer(ABC):
     """Text <-> token ids for one model (docs/tokenizer.md).
 
     Attributes mirror the GGUF metadata: ``bos_id``/``eos_id``/``pad_id``/``unk_id`` (or None),
@@ -137,8 +139,9 @@ class Tokenizer:
             out.append(self.eos_id)  # type: ignore[arg-type]
         return out
 
+    @abstractmethod
     def _encode_fragments(self, fragments: list[str | int], out: list[int], add_special: bool) -> None:
-        raise NotImplementedError  # subclasses: gguf-bpe, spm
+        """Append the ids of partitioned ``fragments`` (raw text or special-token ids)."""
 
     def _alternation(self, ids: Sequence[int]) -> re.Pattern[str] | None:
         texts = [self._texts[i] for i in ids]
@@ -198,8 +201,9 @@ class Tokenizer:
             )
         return token_id
 
+    @abstractmethod
     def _piece_of(self, token_id: int) -> bytes:
-        raise NotImplementedError  # subclasses
+        """The bytes of one token (llama.cpp ``token_to_piece(special=true)``); cached at load."""
 
     def token_piece(self, token_id: int) -> bytes:
         """The bytes token ``token_id`` stands for (special tokens as their text)."""

@@ -231,3 +231,27 @@ def harmony_gguf_metadata(chat_template: str | None = None) -> dict[str, Any]:
     if chat_template is not None:
         meta["tokenizer.chat_template"] = chat_template
     return meta
+
+
+def load_harmony_tokenizer(cache_dir: str | Path | None = None) -> Any:
+    """GPT-OSS's ``hf-json`` tokenizer. The generated ``tokenizer.json`` (11 MB, ~10 s to
+    build) is written once to ``cache_dir`` (default ``$ORCD_HOME/tokenizers/o200k_harmony``)
+    and loaded from there afterwards; a file whose size is not the expected one is rebuilt."""
+    from orcd_toolkit.tokenizer.hfjson import load_hf_json
+
+    if cache_dir is None:
+        from orcd_toolkit.store import orcd_home
+
+        cache_dir = orcd_home() / "tokenizers" / "o200k_harmony"
+    d = Path(cache_dir)
+    path = d / "tokenizer.json"
+    stamp = d / "tokenizer.json.size"
+    fresh = path.exists() and stamp.exists() and stamp.read_text().strip() == str(path.stat().st_size)
+    if not fresh:
+        tmp = d / f".build-{os.getpid()}"
+        write_harmony_tokenizer(tmp)  # creates ``d`` too; then rename into place
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            tmp.joinpath(name).replace(d / name)
+        tmp.rmdir()
+        stamp.write_text(str(path.stat().st_size))
+    return load_hf_json(path)

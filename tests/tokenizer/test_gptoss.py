@@ -45,9 +45,13 @@ def gguf_tok(o200k, testdata: Path) -> Tokenizer:
 
 
 @pytest.fixture(scope="module")
-def hf_tok(o200k, tmp_path_factory) -> Tokenizer:
-    path = o200k.write_harmony_tokenizer(tmp_path_factory.mktemp("gpt-oss"))
-    return load_tokenizer(path)
+def harmony_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("gpt-oss")
+
+
+@pytest.fixture(scope="module")
+def hf_tok(o200k, harmony_dir: Path) -> Tokenizer:
+    return o200k.load_harmony_tokenizer(harmony_dir)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +64,15 @@ def tiktoken_enc(o200k):
         mergeable_ranks=ranks,
         special_tokens=o200k.harmony_special_tokens(),
     )
+
+
+def test_harmony_tokenizer_is_cached(o200k, hf_tok: Tokenizer, harmony_dir: Path) -> None:
+    files = sorted(p.name for p in harmony_dir.iterdir())
+    assert files == ["tokenizer.json", "tokenizer.json.size", "tokenizer_config.json"]
+    mtime = (harmony_dir / "tokenizer.json").stat().st_mtime_ns
+    again = load_tokenizer(harmony_dir / "tokenizer.json")
+    assert again.encode("Hello 🦙") == hf_tok.encode("Hello 🦙")
+    assert (harmony_dir / "tokenizer.json").stat().st_mtime_ns == mtime
 
 
 def test_ranks_are_tiktokens(o200k) -> None:
