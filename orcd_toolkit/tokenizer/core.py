@@ -253,10 +253,17 @@ class Tokenizer(ABC):
                 from orcd_toolkit.tokenizer.errors import ChatTemplateError
 
                 raise ChatTemplateError("this model has no chat template (tokenizer.chat_template)")
+            # HF passes the tokenizer's special_tokens_map: only the tokens that are set.
+            extra = {
+                name: self._texts[i]
+                for name, i in (("pad_token", self.pad_id), ("unk_token", self.unk_id))
+                if i is not None
+            }
             self._template_cache = ChatTemplate(
                 self.chat_template,
                 bos_token=self._text_or_empty(self.bos_id),
                 eos_token=self._text_or_empty(self.eos_id),
+                special_tokens=extra,
             )
         return self._template_cache.render(
             messages, add_generation_prompt=add_generation_prompt, tools=tools, **kwargs
