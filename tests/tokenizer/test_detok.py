@@ -103,3 +103,20 @@ def test_spm_roundtrip_random_unicode(spm_tok: Tokenizer, s: str) -> None:
     ids = spm_tok.encode(s, add_special=False)
     assert spm_tok.decode(ids) == s
     assert "".join(stream(spm_tok, ids)) == s
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ids=st.lists(st.integers(min_value=0, max_value=151935), max_size=40), skip=st.booleans())
+def test_stream_equals_decode_for_any_ids(qwen_real_tok: Tokenizer, ids: list[int], skip: bool) -> None:
+    """Arbitrary id sequences (broken UTF-8 included): streamed text == one-shot decode."""
+    pieces = stream(qwen_real_tok, ids, skip_special=skip)
+    assert "".join(pieces) == qwen_real_tok.decode(ids, skip_special=skip)
+    assert all(_valid(p) for p in pieces)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ids=st.lists(st.integers(min_value=0, max_value=31999), max_size=40))
+def test_spm_stream_equals_decode_for_any_ids(spm_tok: Tokenizer, ids: list[int]) -> None:
+    pieces = stream(spm_tok, ids)
+    assert "".join(pieces) == spm_tok.decode(ids)
+    assert all(_valid(p) for p in pieces)
