@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orcd_toolkit.tokenizer.core import _CHARS_TO_BYTES, BYTE_TO_UNICODE, Tokenizer
+from orcd_toolkit.tokenizer.core import _CHARS_TO_BYTES, Tokenizer
 from orcd_toolkit.tokenizer.errors import TokenizerLoadError
 from orcd_toolkit.tokenizer.vocab import TokenAttr, vocab_from_metadata
 
@@ -156,4 +156,4 @@ def load_hf_json(path: str | Path, config: dict[str, Any] | None = None) -> HfJs
     return HfJsonTokenizer(hf, config)
 
 
-__all__ = ["BYTE_TO_UNICODE", "HfJsonTokenizer", "load_hf_json"]
+__all__ = ["HfJsonTokenizer", "load_hf_json"]
