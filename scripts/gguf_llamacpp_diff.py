@@ -147,6 +147,9 @@ def written_files(tmp: Path) -> dict[str, bytes]:
         "k.ai32": np.array([1, 2], np.int32),
         "k.af32": np.array([1.0], np.float32),
         "k.abool": np.array([True, False]),
+        "k.empty_str": "",
+        "k.empty_arr": MetaValue(np.zeros(0, np.int32), VT.ARRAY, VT.INT32),
+        "k.empty_sarr": MetaValue([], VT.ARRAY, VT.STRING),
     }
     for align in (None, 64):
         tensors = {

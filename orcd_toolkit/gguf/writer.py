@@ -8,7 +8,8 @@ UINT32 (INT32/INT64/UINT64 when out of range), ``float`` -> FLOAT32, ``str`` -> 
 list of ``str`` -> ARRAY[STRING], a numpy array -> ARRAY of its dtype. Use ``MetaValue`` for
 anything else (e.g. ``MetaValue(5, GGUFValueType.UINT8)``).
 
-Limitation inherited from ``GGUFWriter``: empty arrays and empty strings cannot be written.
+``GGUFWriter`` refuses empty arrays; a small subclass writes them (type, count 0), so every
+value kind round-trips, empty strings and empty arrays included.
 """
 
 from __future__ import annotations
@@ -120,6 +121,21 @@ def _array_items(mv: MetaValue) -> list[Any]:
     return [int(v) for v in np.asarray(mv.value)]
 
 
+def _writer_class() -> type:
+    """``GGUFWriter`` that can also write empty arrays (it raises on them)."""
+    from gguf import GGUFValueType as GV
+    from gguf import GGUFWriter
+
+    class _Writer(GGUFWriter):
+        def _pack_val(self, val: Any, vtype: Any, add_vtype: bool, sub_type: Any = None) -> bytes:
+            if vtype == GV.ARRAY and sub_type is not None and len(val) == 0:
+                head = self._pack("I", vtype) if add_vtype else b""
+                return head + self._pack("I", sub_type) + self._pack("Q", 0)
+            return super()._pack_val(val, vtype, add_vtype, sub_type)
+
+    return _Writer
+
+
 def write_gguf(
     path: str | os.PathLike[str],
     metadata: Mapping[str, Any],
@@ -134,7 +150,7 @@ def write_gguf(
     ``arch`` defaults to ``metadata["general.architecture"]``. With ``validate`` the written
     file is re-opened through :func:`orcd_toolkit.gguf.load` so a bad synthetic file fails here.
     """
-    from gguf import GGMLQuantizationType, GGUFWriter
+    from gguf import GGMLQuantizationType
     from gguf import GGUFValueType as GV
 
     out = Path(path)
@@ -159,7 +175,7 @@ def write_gguf(
             f"alignment must be a positive power of two, got {alignment}", rule="writer"
         )
 
-    w = GGUFWriter(out, arch)
+    w = _writer_class()(out, arch)
     if alignment is not None:
         w.add_custom_alignment(alignment)
     for key, value in meta.items():
@@ -170,14 +186,9 @@ def write_gguf(
                     f"metadata {key!r}: arrays need a non-array item type", rule="writer"
                 )
             items = _array_items(mv)
-            if not items:
-                raise GGUFError(f"metadata {key!r}: empty arrays cannot be written", rule="writer")
             w.add_key_value(key, items, GV.ARRAY, sub_type=GV(int(mv.item)))
         else:
-            v = mv.value
-            if mv.type == GGUFValueType.STRING and not v:
-                raise GGUFError(f"metadata {key!r}: empty strings cannot be written", rule="writer")
-            w.add_key_value(key, v, GV(int(mv.type)))
+            w.add_key_value(key, mv.value, GV(int(mv.type)))
 
     for name, t in (tensors or {}).items():
         qt = to_ggml_type(int(t.qtype))
