@@ -308,6 +308,8 @@ class EngineWorker:
                             traceback=traceback.format_exc(limit=8))
             self._fail_all(runtime, "INTERNAL", f"engine step failed: {type(exc).__name__}", False)
             return
+        # Stats first: a client that reacts to a token by reading /metrics sees this step.
+        self._refresh_stats()
         now = time.monotonic()
         for out in outputs:
             job = self._active.get(out.job_id)

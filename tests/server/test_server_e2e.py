@@ -186,6 +186,7 @@ def test_cancel_and_drop_end_jobs_at_once_and_free_kv(serve) -> None:
         assert next(events)["type"] == "started"
         assert next(events)["type"] == "token"
         assert serve.metric("orcd_kv_cache_blocks_used") > 0
+        assert serve.metric("orcd_requests_running") == 1
         t0 = time.monotonic()
         c.cancel("cx")
         ev = next(e for e in events if e["type"] != "token")
