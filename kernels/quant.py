@@ -11,6 +11,7 @@ Weights stay in their GGUF block format; every type of DESIGN.md section 6 is su
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,13 @@ ROWS_PER_WARP_MIN_ROWS = 16384  # below this, one row per warp keeps enough warp
 SPLIT_MIN_SEGMENTS = 4  # rows of at least 4 segments (128 chunks) are split over 4 warps
 
 
+@functools.cache
+def _num_sms() -> int:
+    import cupy
+
+    return int(cupy.cuda.Device().attributes["MultiProcessorCount"])
+
+
 def _matvec_variant(w: QuantWeight, nb: int, rows_per_warp: int | None,
                     warps_per_row: int | None) -> tuple[int, int]:
     """(rows per warp, warps per row): tall matrices (the vocabulary) give each warp 4 rows
@@ -96,15 +104,31 @@ def _matvec_variant(w: QuantWeight, nb: int, rows_per_warp: int | None,
 
 
 def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = None,
-           rows_per_warp: int | None = None, warps_per_row: int | None = None) -> None:
+           rows_per_warp: int | None = None, warps_per_row: int | None = None,
+           pipelined: bool = True) -> None:
     """``out[n, rows] = x[n, cols] @ W.T (+ bias)`` for small n (memory-bound decode path).
 
-    Batches above 8 are split into launches of 8/4/2/1 vectors; each launch reads W once.
-    ``rows_per_warp`` / ``warps_per_row`` override the automatic variant (benchmarks).
+    One vector of a block type goes to the pipelined kernel (loads of the next segment in
+    flight while the current one is decoded); otherwise batches above 8 are split into
+    launches of 8/4/2/1 vectors, each reading W once. ``rows_per_warp`` / ``warps_per_row``
+    / ``pipelined`` override the automatic choice (benchmarks).
     """
     n = _check_linear(out, x, w, bias)
     if w.num_experts:
         raise KernelError("matvec takes a single matrix; use expert_matvec for expert stacks")
+    if n == 1 and pipelined and int(w.qtype) in cuda_modules.BLOCK_QTYPE_IDS:
+        r = rows_per_warp or (4 if w.rows >= ROWS_PER_WARP_MIN_ROWS else 1)
+        if r not in cuda_modules.PIPE_ROWS_PER_WARP:
+            raise KernelError(f"pipelined matvec has no {r} rows/warp variant")
+        groups = cdiv(w.rows, r)
+        blocks = min(cdiv(groups, 4), _num_sms() * (4 if r == 4 else 8))
+        with on_stream(stream):
+            _fn(f"qmatvec_pipe<{int(w.qtype)},{r}>", w.qtype)(
+                (blocks,), (128,),
+                (w.data, x, out, NULL if bias is None else bias, np.int32(w.rows),
+                 np.int32(w.cols), np.int64(w.row_bytes)),
+            )
+        return
     with on_stream(stream):
         start = 0
         while start < n:

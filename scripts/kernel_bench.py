@@ -175,9 +175,12 @@ def bench_linear(cp, b: Bench, quant, quick: bool) -> None:
             nbytes = one.nbytes + x.nbytes + y.nbytes
             kind = "matvec" if n <= quant.MATVEC_MAX_BATCH else "matmul_mma"
             record(f"{kind} b={n}", qt.name, f"{rows}x{cols} {label}", t, nbytes)
-            if n == 1 and rows >= quant.ROWS_PER_WARP_MIN_ROWS:
-                t = b.time_launches([lambda w=w, x=x, y=y: quant.matvec(y, x, w, stream=b.stream, rows_per_warp=1) for w in ws])
-                record("matvec b=1 (1 row/warp)", qt.name, f"{rows}x{cols} {label}", t, nbytes)
+            if n == 1 and int(qt) in quant.cuda_modules.BLOCK_QTYPE_IDS:
+                t = b.time_launches([lambda w=w, x=x, y=y: quant.matvec(y, x, w, stream=b.stream, pipelined=False) for w in ws])
+                record("matvec b=1 unpipelined", qt.name, f"{rows}x{cols} {label}", t, nbytes)
+                if rows >= quant.ROWS_PER_WARP_MIN_ROWS:
+                    t = b.time_launches([lambda w=w, x=x, y=y: quant.matvec(y, x, w, stream=b.stream, rows_per_warp=1) for w in ws])
+                    record("matvec b=1 pipe 1 row/warp", qt.name, f"{rows}x{cols} {label}", t, nbytes)
         if rows * cols <= 60e6:
             n = 512
             x = cp.asarray(rng.normal(0, 1, (n, cols)).astype(np.float32))

@@ -175,6 +175,101 @@ __global__ void __launch_bounds__(128) qmatvec(
     }
 }
 
+// ---------------------------------------------------------------------------- matvec, pipelined
+// Batch-1 decode for the block types (the hot path of a decode step). A grid of resident
+// warps walks (row group, segment) items; while a warp decodes item i from shared memory,
+// the 16-byte loads of item i+1 are already in flight in registers, so memory latency
+// overlaps the decode instead of following it (the unpipelined kernel above waits for every
+// segment before decoding it). R rows per group share each x chunk.
+template <int QT, int R>
+__global__ void __launch_bounds__(128) qmatvec_pipe(
+    const u8* __restrict__ W, const float* __restrict__ x, float* __restrict__ y,
+    const float* __restrict__ bias, int rows, int cols, long long row_bytes) {
+    constexpr int SEG = SegBytes<QT>::value;
+    static_assert(SEG > 0, "block types only");
+    constexpr int SEG_PAD = ((SEG + 15) / 16 + 1) * 16;
+    constexpr int VPL = (SEG_PAD / 16 + 31) / 32;
+    __shared__ __align__(16) u8 stage[4][R][SEG_PAD];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int gw = blockIdx.x * 4 + warp, nw = gridDim.x * 4;
+    const int n_groups = (rows + R - 1) / R;
+    const int nchunks = cols >> 5, nseg = (nchunks + 31) >> 5;
+    const int my_groups = gw < n_groups ? (n_groups - gw + nw - 1) / nw : 0;
+    const int n_items = my_groups * nseg;
+    if (n_items == 0) return;
+    uint4 tmp[R][VPL];
+    int mis[R], nvec[R];
+    auto load = [&](int item) {
+        const int g = gw + (item / nseg) * nw, seg = item % nseg;
+        const long long seg_off = (long long)seg * SEG;
+        const int seg_len = (int)min((long long)SEG, row_bytes - seg_off);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const int row = min(g * R + r, rows - 1);
+            const u8* gp = W + (long long)row * row_bytes + seg_off;
+            mis[r] = (int)((size_t)gp & 15);
+            nvec[r] = (mis[r] + seg_len + 15) >> 4;
+            const uint4* a = (const uint4*)(gp - mis[r]);
+#pragma unroll
+            for (int v = 0; v < VPL; ++v) {
+                const int i = lane + 32 * v;
+                if (i < nvec[r]) tmp[r][v] = a[i];
+            }
+        }
+    };
+    load(0);
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = 0.f;
+    for (int it = 0; it < n_items; ++it) {
+        const int g = gw + (it / nseg) * nw, seg = it % nseg;
+        int cur_mis[R];
+        __syncwarp();  // the previous item's decode is done with the stage
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            uint4* dst = (uint4*)stage[warp][r];
+#pragma unroll
+            for (int v = 0; v < VPL; ++v) {
+                const int i = lane + 32 * v;
+                if (i < nvec[r]) dst[i] = tmp[r][v];
+            }
+            cur_mis[r] = mis[r];
+        }
+        __syncwarp();
+        if (it + 1 < n_items) load(it + 1);
+        const int c = seg * 32 + lane;
+        if (c < nchunks) {
+            float xr[32];
+            const float4* xv = (const float4*)(x + c * 32);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                float4 v = xv[i];
+                xr[4 * i] = v.x; xr[4 * i + 1] = v.y; xr[4 * i + 2] = v.z; xr[4 * i + 3] = v.w;
+            }
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                float w[32];
+                dequant_chunk<QT>(stage[warp][r] + cur_mis[r], lane, w);
+                float s = 0.f;
+#pragma unroll
+                for (int i = 0; i < 32; ++i) s += w[i] * xr[i];
+                acc[r] += s;
+            }
+        }
+        if (seg == nseg - 1) {
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                float s = acc[r];
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                const int row = g * R + r;
+                if (lane == 0 && row < rows) y[row] = s + (bias != nullptr ? bias[row] : 0.f);
+                acc[r] = 0.f;
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------- matmul (MMA)
 // Tensor-core product for prefill: a 128 (rows of W) x 64 (tokens) output tile per block of
 // 4 warps. Each K step of 32 is exactly one 32-element chunk per row: thread t dequantizes
