@@ -192,3 +192,23 @@ def test_metrics_recorder() -> None:
     assert "# TYPE orcd_time_to_first_token_seconds histogram" in text
     assert 'orcd_step_time_seconds_bucket{le="+Inf"}' in text
     assert snap["num_running"] == 0 and snap["kv_usage"] == 0.0
+
+
+def test_priority_preemption_takes_lowest_priority_first() -> None:
+    eng, model = make_engine(num_blocks=6, block_size=2, max_num_seqs=3,
+                             max_num_batched_tokens=8, policy="priority")
+    p = SamplingParams(max_tokens=6, ignore_eos=True, temperature=0.0)
+    # "old-low" arrives first but has the lowest priority (largest number)
+    low = eng.submit(GenerationRequest([1, 2], p, request_id="old-low", priority=5))
+    eng.step()
+    hi = [eng.submit(GenerationRequest([i + 3, i + 4], p, request_id=f"hi{i}", priority=0))
+          for i in range(2)]
+    first_victims = None
+    while eng.has_unfinished():
+        eng.step()
+        if first_victims is None and eng.scheduler.num_preempted_total:
+            first_victims = [s.request_id for s in eng.scheduler.waiting]
+    assert first_victims == ["old-low"]
+    for h, prompt in ((low, [1, 2]), (hi[0], [3, 4]), (hi[1], [4, 5])):
+        want, _ = solo_reference(model, prompt, p, h.seed, (0,))
+        assert h.token_ids == want
