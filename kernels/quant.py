@@ -82,6 +82,19 @@ ROWS_PER_WARP_MIN_ROWS = 16384  # below this, one row per warp keeps enough warp
 SPLIT_MIN_SEGMENTS = 4  # rows of at least 4 segments (128 chunks) are split over 4 warps
 
 
+def _x_smem(cols: int) -> int:
+    """Dynamic shared memory of qmatvec_pipe: x as [chunks][33] floats."""
+    return (cols // 32) * 33 * 4
+
+
+def _pipe_smem(w: QuantWeight, r: int) -> int:
+    """Static staging (4 warps x r rows x padded segment) plus the staged x, in bytes."""
+    layout = LAYOUTS[w.qtype]
+    seg = 4 * layout.block_bytes if layout.block_elems == 256 else 32 * layout.block_bytes
+    seg_pad = ((seg + 15) // 16 + 1) * 16
+    return 4 * r * seg_pad + _x_smem(w.cols)
+
+
 @functools.cache
 def _num_sms() -> int:
     import cupy
@@ -116,8 +129,9 @@ def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = 
     n = _check_linear(out, x, w, bias)
     if w.num_experts:
         raise KernelError("matvec takes a single matrix; use expert_matvec for expert stacks")
-    if n == 1 and pipelined and int(w.qtype) in cuda_modules.BLOCK_QTYPE_IDS:
-        r = rows_per_warp or (4 if w.rows >= ROWS_PER_WARP_MIN_ROWS else 1)
+    r = rows_per_warp or (4 if w.rows >= ROWS_PER_WARP_MIN_ROWS else 1)
+    if (n == 1 and pipelined and int(w.qtype) in cuda_modules.BLOCK_QTYPE_IDS
+            and _pipe_smem(w, r) <= 48 * 1024):
         if r not in cuda_modules.PIPE_ROWS_PER_WARP:
             raise KernelError(f"pipelined matvec has no {r} rows/warp variant")
         groups = cdiv(w.rows, r)
@@ -127,6 +141,7 @@ def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = 
                 (blocks,), (128,),
                 (w.data, x, out, NULL if bias is None else bias, np.int32(w.rows),
                  np.int32(w.cols), np.int64(w.row_bytes)),
+                shared_mem=_x_smem(w.cols),
             )
         return
     with on_stream(stream):

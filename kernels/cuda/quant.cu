@@ -196,6 +196,17 @@ __global__ void __launch_bounds__(128) qmatvec_pipe(
     const int nchunks = cols >> 5, nseg = (nchunks + 31) >> 5;
     const int my_groups = gw < n_groups ? (n_groups - gw + nw - 1) / nw : 0;
     const int n_items = my_groups * nseg;
+    // x staged once per block, chunk c at xs[33 c]: a lane reading its own chunk straight
+    // from global memory touches a different 128-byte line per lane (the loads, not the
+    // weights, were the limit: 2x slower with one row per warp than with four); the pad
+    // makes both the staging stores and the per-chunk reads bank-conflict free
+    extern __shared__ float xs[];
+    for (int i = threadIdx.x; i < (cols >> 2); i += blockDim.x) {
+        const float4 v = ((const float4*)x)[i];
+        float* d = xs + (i >> 3) * 33 + ((i & 7) << 2);
+        d[0] = v.x; d[1] = v.y; d[2] = v.z; d[3] = v.w;
+    }
+    __syncthreads();
     if (n_items == 0) return;
     uint4 tmp[R][VPL];
     int mis[R], nvec[R];
@@ -240,12 +251,9 @@ __global__ void __launch_bounds__(128) qmatvec_pipe(
         const int c = seg * 32 + lane;
         if (c < nchunks) {
             float xr[32];
-            const float4* xv = (const float4*)(x + c * 32);
+            const float* xc = xs + c * 33;
 #pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                float4 v = xv[i];
-                xr[4 * i] = v.x; xr[4 * i + 1] = v.y; xr[4 * i + 2] = v.z; xr[4 * i + 3] = v.w;
-            }
+            for (int i = 0; i < 32; ++i) xr[i] = xc[i];
 #pragma unroll
             for (int r = 0; r < R; ++r) {
                 float w[32];
