@@ -72,8 +72,12 @@ def test_web_page_streams_a_reply_and_renders_it(server, browser, tmp_path) -> N
     output = page.locator("#output")
     empty_shot = stable_shot(page, output)
     page.click("#send")
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('done')",
-                           timeout=20_000)
+    try:
+        page.wait_for_function(
+            "document.getElementById('status').textContent.startsWith('done')", timeout=30_000)
+    except Exception as exc:  # noqa: BLE001 - report what the page showed, then fail
+        raise AssertionError(f"page never finished: status={page.locator('#status').inner_text()!r}"
+                             f" frames={frames[-3:]!r}") from exc
     # what the page shows is exactly what the protocol streamed, token by token
     assert output.inner_text() == expected.text
     tokens = [f for f in frames if f["type"] == "token"]
