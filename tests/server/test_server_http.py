@@ -171,3 +171,21 @@ def test_api_key_is_compared_in_constant_time(serve_double, monkeypatch) -> None
     rs = serve_double(api_key=KEY)
     assert http_get(rs.base + "/metrics", api_key="x" * 14)[0] == 401
     assert (b"x" * 14, KEY.encode()) in calls
+
+
+def test_connection_bound_answers_503_at_the_handshake(serve_double) -> None:
+    rs = serve_double(max_connections=1)
+    with connect(rs.url) as first:
+        with pytest.raises(InvalidStatus) as info:
+            with connect(rs.url):
+                pass
+        assert info.value.response.status_code == 503
+        first.send(json.dumps({"type": "execute", "job_id": "a", "prompt": "x",
+                               "max_tokens": 1}))
+        assert json.loads(first.recv(timeout=10))["type"] == "started"
+    for _ in range(100):  # the slot frees once the server has seen the close
+        if not rs.server._conns:
+            break
+        time.sleep(0.02)
+    with Client(rs.url, event_timeout=10) as c:
+        assert c.generate(prompt="again", max_tokens=1).end is not None
