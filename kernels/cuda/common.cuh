@@ -47,6 +47,14 @@ __device__ __forceinline__ float bf2f(u16 b) { return __uint_as_float(((u32)b) <
 
 __device__ __forceinline__ u16 ld16(const u8* p) { return *(const u16*)p; }
 
+// Exact small-integer -> float without I2F, which issues at a quarter of the FP32 rate on
+// Hopper and capped the quantized matvecs at ~2 G elements/ms: 2^23 + q holds q in its low
+// mantissa bits, and subtracting 2^23 (plus an integer offset) from it is exact.
+__device__ __forceinline__ float u2f(u32 q) { return __uint_as_float(0x4B000000u | q) - 8388608.f; }
+__device__ __forceinline__ float u2f_off(u32 q, float off) {
+    return __uint_as_float(0x4B000000u | q) - (8388608.f + off);
+}
+
 // Bytes per block and elements per block, mirrored from orcd_toolkit.gguf.types.LAYOUTS
 // (tests check the two tables agree).
 template <int QT> struct QTraits;
@@ -131,10 +139,10 @@ template <> __device__ __forceinline__ void dequant_chunk<QT_Q4_0>(const u8* row
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
         u16 q = ld16(b + 2 + 2 * i);
-        y[2 * i] = d * (float)((q & 0xF) - 8);
-        y[2 * i + 1] = d * (float)(((q >> 8) & 0xF) - 8);
-        y[2 * i + 16] = d * (float)(((q >> 4) & 0xF) - 8);
-        y[2 * i + 17] = d * (float)((q >> 12) - 8);
+        y[2 * i] = d * u2f_off(q & 0xF, 8.f);
+        y[2 * i + 1] = d * u2f_off((q >> 8) & 0xF, 8.f);
+        y[2 * i + 16] = d * u2f_off((q >> 4) & 0xF, 8.f);
+        y[2 * i + 17] = d * u2f_off(q >> 12, 8.f);
     }
 }
 
@@ -145,10 +153,10 @@ template <> __device__ __forceinline__ void dequant_chunk<QT_Q4_1>(const u8* row
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
         u16 q = ld16(b + 4 + 2 * i);
-        y[2 * i] = d * (float)(q & 0xF) + m;
-        y[2 * i + 1] = d * (float)((q >> 8) & 0xF) + m;
-        y[2 * i + 16] = d * (float)((q >> 4) & 0xF) + m;
-        y[2 * i + 17] = d * (float)(q >> 12) + m;
+        y[2 * i] = d * u2f(q & 0xF) + m;
+        y[2 * i + 1] = d * u2f((q >> 8) & 0xF) + m;
+        y[2 * i + 16] = d * u2f((q >> 4) & 0xF) + m;
+        y[2 * i + 17] = d * u2f(q >> 12) + m;
     }
 }
 
@@ -161,10 +169,10 @@ template <> __device__ __forceinline__ void dequant_chunk<QT_Q5_0>(const u8* row
     for (int i = 0; i < 8; ++i) {
         u16 q = ld16(b + 6 + 2 * i);
         int j0 = 2 * i, j1 = 2 * i + 1;
-        y[j0] = d * (float)((int)((q & 0xF) | (((qh >> j0) & 1) << 4)) - 16);
-        y[j1] = d * (float)((int)(((q >> 8) & 0xF) | (((qh >> j1) & 1) << 4)) - 16);
-        y[j0 + 16] = d * (float)((int)(((q >> 4) & 0xF) | (((qh >> (j0 + 16)) & 1) << 4)) - 16);
-        y[j1 + 16] = d * (float)((int)((q >> 12) | (((qh >> (j1 + 16)) & 1) << 4)) - 16);
+        y[j0] = d * u2f_off((q & 0xF) | (((qh >> j0) & 1) << 4), 16.f);
+        y[j1] = d * u2f_off(((q >> 8) & 0xF) | (((qh >> j1) & 1) << 4), 16.f);
+        y[j0 + 16] = d * u2f_off(((q >> 4) & 0xF) | (((qh >> (j0 + 16)) & 1) << 4), 16.f);
+        y[j1 + 16] = d * u2f_off((q >> 12) | (((qh >> (j1 + 16)) & 1) << 4), 16.f);
     }
 }
 
@@ -177,10 +185,10 @@ template <> __device__ __forceinline__ void dequant_chunk<QT_Q5_1>(const u8* row
     for (int i = 0; i < 8; ++i) {
         u16 q = ld16(b + 8 + 2 * i);
         int j0 = 2 * i, j1 = 2 * i + 1;
-        y[j0] = d * (float)((q & 0xF) | (((qh >> j0) & 1) << 4)) + m;
-        y[j1] = d * (float)(((q >> 8) & 0xF) | (((qh >> j1) & 1) << 4)) + m;
-        y[j0 + 16] = d * (float)(((q >> 4) & 0xF) | (((qh >> (j0 + 16)) & 1) << 4)) + m;
-        y[j1 + 16] = d * (float)((q >> 12) | (((qh >> (j1 + 16)) & 1) << 4)) + m;
+        y[j0] = d * u2f((q & 0xF) | (((qh >> j0) & 1) << 4)) + m;
+        y[j1] = d * u2f(((q >> 8) & 0xF) | (((qh >> j1) & 1) << 4)) + m;
+        y[j0 + 16] = d * u2f(((q >> 4) & 0xF) | (((qh >> (j0 + 16)) & 1) << 4)) + m;
+        y[j1 + 16] = d * u2f((q >> 12) | (((qh >> (j1 + 16)) & 1) << 4)) + m;
     }
 }
 
@@ -191,8 +199,8 @@ template <> __device__ __forceinline__ void dequant_chunk<QT_Q8_0>(const u8* row
 #pragma unroll
     for (int i = 0; i < 16; ++i) {
         u16 q = ld16(b + 2 + 2 * i);
-        y[2 * i] = d * (float)(i8)(q & 0xFF);
-        y[2 * i + 1] = d * (float)(i8)(q >> 8);
+        y[2 * i] = d * u2f_off((q & 0xFF) ^ 0x80, 128.f);  // int8 as offset binary
+        y[2 * i + 1] = d * u2f_off((q >> 8) ^ 0x80, 128.f);
     }
 }
 
@@ -215,7 +223,7 @@ template <> __device__ __forceinline__ void dequant_chunk<QT_Q4_K>(const u8* row
         for (int k = 0; k < 4; ++k) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                y[16 * i + 4 * k + e] = d1 * (float)((w[k] >> (8 * e + shift)) & 0xF) - m1;
+                y[16 * i + 4 * k + e] = d1 * u2f((w[k] >> (8 * e + shift)) & 0xF) - m1;
             }
         }
     }
@@ -243,7 +251,7 @@ template <> __device__ __forceinline__ void dequant_chunk<QT_Q5_K>(const u8* row
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 int q = ((w[k] >> (8 * e + shift)) & 0xF) | (((hw[k] >> (8 * e + s)) & 1) << 4);
-                y[16 * i + 4 * k + e] = d1 * (float)q - m1;
+                y[16 * i + 4 * k + e] = d1 * u2f((u32)q) - m1;
             }
         }
     }
@@ -271,7 +279,7 @@ template <> __device__ __forceinline__ void dequant_chunk<QT_Q6_K>(const u8* row
         for (int e = 0; e < 2; ++e) {
             int l = 2 * i + e;
             int q = (((lo >> (8 * e)) >> lshift) & 0xF) | ((((hi >> (8 * e)) >> hshift) & 3) << 4);
-            y[l] = (l < 16 ? d0 : d1) * (float)(q - 32);
+            y[l] = (l < 16 ? d0 : d1) * u2f_off((u32)q, 32.f);
         }
     }
 }
@@ -287,7 +295,7 @@ __device__ __forceinline__ float e8m0_half(u8 e) {
 // in __constant__ memory serializes when lanes index different entries (it ran at ~150 GB/s
 // on an H200); a shift of a register constant does not.
 __device__ __forceinline__ float e2m1x2(u32 q) {
-    float mag = (float)((0xC8643210u >> (4 * (q & 7))) & 0xF);
+    float mag = u2f((0xC8643210u >> (4 * (q & 7))) & 0xF);
     return (q & 8) ? -mag : mag;
 }
 
