@@ -12,7 +12,7 @@ import operator
 import secrets
 import time
 from collections.abc import Sequence as SequenceABC
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from orcd_toolkit.engine.metrics import NoopMetrics
 from orcd_toolkit.engine.output_processor import OutputProcessor
 from orcd_toolkit.engine.outputs import (
     FINISH_ABORT,
+    FINISH_ERROR,
     RequestHandle,
     RequestOutput,
     TokenLogprobs,
@@ -40,7 +41,7 @@ from orcd_toolkit.engine.rng import uniform_draws
 from orcd_toolkit.engine.sampling import sample_row
 from orcd_toolkit.engine.scheduler import Scheduler
 from orcd_toolkit.engine.sequence import FINISHED, Sequence
-from orcd_toolkit.errors import InvalidRequest
+from orcd_toolkit.errors import InvalidRequest, OrcdError
 
 
 @dataclass(slots=True)
@@ -49,7 +50,8 @@ class CoreStepOutput:
 
     ``seqs[i]`` got ``token_ids[i]``; ``finished[i]`` tells whether a stop rule ended it
     (``seqs[i].finish_reason``). ``aborted`` are the sequences ended by ``abort`` before
-    this step ran. Valid until the next step.
+    this step ran; ``failed`` those ended because the forward pass raised an ``OrcdError``
+    (``seq.error``). Valid until the next step.
     """
 
     seqs: list[Sequence]
@@ -57,6 +59,7 @@ class CoreStepOutput:
     finished: np.ndarray
     logprobs: list[TokenLogprobs | None] | None
     aborted: list[Sequence]
+    failed: list[Sequence] = field(default_factory=list)
 
 
 def _gather(items: list[Sequence | None], idx: np.ndarray) -> list[Sequence]:
@@ -239,7 +242,20 @@ class LLMEngine:
             self._report_step(t0, 0, 0, num_preempted)
             return CoreStepOutput([], np.zeros(0, dtype=np.int32), np.zeros(0, dtype=bool), None,
                                   aborted)
-        logits = self._to_host(self.model.forward(sb.batch, self.kv_cache))
+        try:
+            logits = self._to_host(self.model.forward(sb.batch, self.kv_cache))
+        except OrcdError as exc:
+            # a device error (e.g. VramOom) fails this batch's requests, frees their blocks
+            # and leaves the engine serving the others; anything else is a bug and propagates
+            failed = _gather(sch.slot_seq, sb.slots)
+            now = time.monotonic()
+            for seq in failed:
+                sch.finish(seq, FINISH_ERROR)
+                seq.error = f"{exc.code}: {exc}"
+                self._retire(seq, now)
+            self._report_step(t0, 0, 0, num_preempted)
+            return CoreStepOutput([], np.zeros(0, dtype=np.int32), np.zeros(0, dtype=bool), None,
+                                  aborted, failed)
         sch.commit_computed(sb)
         ss = sb.sample_slots
         seqs = _gather(sch.slot_seq, ss)

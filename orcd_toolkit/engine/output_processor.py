@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from orcd_toolkit.engine.outputs import FINISH_ABORT, FINISH_STOP, RequestOutput
+from orcd_toolkit.engine.outputs import FINISH_ABORT, FINISH_ERROR, FINISH_STOP, RequestOutput
 
 if TYPE_CHECKING:
     from orcd_toolkit.engine.engine import CoreStepOutput
@@ -104,6 +104,12 @@ class OutputProcessor:
             if state is not None and not state.done:
                 outputs.append(
                     RequestOutput(seq.request_id, [], "", True, FINISH_ABORT, None, None, None)
+                )
+        for seq in core.failed:
+            state = self._states.pop(seq.request_id, None)
+            if state is not None and not state.done:
+                outputs.append(
+                    RequestOutput(seq.request_id, [], "", True, FINISH_ERROR, None, seq.error, None)
                 )
         token_ids = core.token_ids.tolist()
         finished = core.finished.tolist()

@@ -37,6 +37,7 @@ class Sequence:
         "first_token_time",
         "num_preemptions",
         "num_cached_tokens",
+        "error",
     )
 
     def __init__(
@@ -70,6 +71,7 @@ class Sequence:
         self.first_token_time: float | None = None
         self.num_preemptions = 0
         self.num_cached_tokens = 0
+        self.error: str | None = None
 
     def __lt__(self, other: Sequence) -> bool:  # heap order of the wait queue
         return self.sort_key < other.sort_key

@@ -212,3 +212,39 @@ def test_priority_preemption_takes_lowest_priority_first() -> None:
     for h, prompt in ((low, [1, 2]), (hi[0], [3, 4]), (hi[1], [4, 5])):
         want, _ = solo_reference(model, prompt, p, h.seed, (0,))
         assert h.token_ids == want
+
+
+class _FailingModel(CheckingModel):
+    """Raises a device OOM on its ``fail_at``-th call."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__(VOCAB)
+        self.fail_at = fail_at
+
+    def forward(self, batch, kv):
+        from orcd_toolkit.errors import VramOom
+
+        if self.calls + 1 == self.fail_at:
+            self.calls += 1
+            raise VramOom("out of device memory while running the step")
+        return super().forward(batch, kv)
+
+
+def test_forward_error_fails_the_batch_and_keeps_serving() -> None:
+    cfg = EngineConfig(num_blocks=32, vocab_size=VOCAB, block_size=4, max_model_len=64,
+                       max_num_seqs=2, max_num_batched_tokens=16, eos_token_ids=(0,))
+    model = _FailingModel(fail_at=3)
+    eng = LLMEngine(model, FakeKV(32, 4), cfg)
+    p = SamplingParams(max_tokens=5, ignore_eos=True)
+    a, b = (eng.submit(GenerationRequest([1, 2, 3], p)) for _ in range(2))
+    c = eng.submit(GenerationRequest([4, 5, 6], p))  # waits: max_num_seqs=2
+    outs = []
+    while eng.has_unfinished():
+        outs.extend(eng.step())
+    for h in (a, b):
+        assert h.finished and h.finish_reason == "error" and len(h.token_ids) == 2
+    err = [o for o in outs if o.finish_reason == "error"]
+    assert len(err) == 2 and all(o.error.startswith("VRAM_OOM") for o in err)
+    want, _ = solo_reference(model, [4, 5, 6], p, c.seed, (0,))
+    assert c.finish_reason == "length" and c.token_ids == want
+    assert eng.allocator.num_free_blocks == 32
