@@ -181,7 +181,8 @@ def test_batch_invariance_through_the_server(serve) -> None:
 @pytest.mark.slow
 def test_cancel_and_drop_end_jobs_at_once_and_free_kv(serve) -> None:
     with Client(serve.url, event_timeout=300) as c:
-        c.submit(prompt="Tell me a long story about a GPU.", max_tokens=500, job_id="cx")
+        c.submit(prompt="Tell me a long story about a GPU.", max_tokens=500, ignore_eos=True,
+                 job_id="cx")
         events = c.events("cx")
         assert next(events)["type"] == "started"
         assert next(events)["type"] == "token"
@@ -200,7 +201,7 @@ def test_cancel_and_drop_end_jobs_at_once_and_free_kv(serve) -> None:
     # a dropped connection: abort, KV freed
     d = Client(serve.url, event_timeout=300)
     d.connect()
-    d.submit(prompt="Another long story.", max_tokens=500, job_id="dx")
+    d.submit(prompt="Another long story.", max_tokens=500, ignore_eos=True, job_id="dx")
     evs = d.events("dx")
     assert next(evs)["type"] == "started" and next(evs)["type"] == "token"
     t1 = time.monotonic()
@@ -215,7 +216,9 @@ def test_cancel_and_drop_end_jobs_at_once_and_free_kv(serve) -> None:
 
 @pytest.mark.slow
 def test_sigterm_with_8_jobs_drains_refuses_and_exits_0(smollm2_path, tmp_path) -> None:
-    sp = start_serve(smollm2_path, tmp_path, "--drain-timeout-sec", "20")
+    # KV for 8 x 1000 tokens (f32 on the NumPy backend: 46 KB per token) fits in 512 MiB
+    sp = start_serve(smollm2_path, tmp_path, "--drain-timeout-sec", "10",
+                     "--kv-cache-size-mb", "512")
     try:
         async def scenario():
             async with AsyncClient(sp.url) as c:
@@ -223,7 +226,8 @@ def test_sigterm_with_8_jobs_drains_refuses_and_exits_0(smollm2_path, tmp_path) 
                 for k in range(8):
                     # four short jobs can finish inside the deadline, four long ones cannot
                     jobs.append(await c.submit(prompt=f"Job {k}:", seed=k, temperature=0.5,
-                                               max_tokens=2 if k < 4 else 400))
+                                               ignore_eos=True,
+                                               max_tokens=2 if k < 4 else 1000))
                 for j in jobs:
                     it = j.__aiter__()
                     assert (await it.__anext__())["type"] == "started"
