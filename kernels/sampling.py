@@ -55,7 +55,9 @@ def _clear_kernel(hist, hist_len, counts):  # pragma: no cover - device code
             counts[n, tok] = 0
 
 
-@cuda.jit
+# 64 registers a thread lets a block of 1024 threads launch (unbounded, the kernel needs
+# more and a 1024-thread launch fails with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES on an H200)
+@cuda.jit(max_registers=64)
 def _sample_kernel(logits, counts, probs, temperature, top_k, top_p, min_p, rep, pres, freq,
                    seeds, draw_index, out_tokens, out_logprobs):  # pragma: no cover
     n = cuda.blockIdx.x
@@ -378,7 +380,7 @@ def sample(
     history_len: Any = None,
     num_prompt: Any = None,
     stream: Any = None,
-    threads: int = 256,
+    threads: int = MAX_THREADS,
 ) -> None:
     """Sample one token per row of ``logits`` [N, V] (float32; left unchanged).
 
@@ -388,8 +390,7 @@ def sample(
     the output token being sampled). Penalties need ``history`` int32 [N, L] (prompt then
     output ids), ``history_len`` int32 [N] and ``num_prompt`` int32 [N].
     Writes ``out_tokens`` int32 [N] and ``out_logprobs`` f32 [N] (raw-logit logprob).
-    ``threads`` per row: 1024 does not launch on an H200 (the kernel needs more registers
-    than 64 per thread), 256 does.
+    ``threads`` per row: every pass over the vocabulary is split across them.
     """
     n, vocab = logits.shape
     if logits.dtype != np.float32 or tuple(probs.shape) != (n, vocab) or probs.dtype != np.float32:
