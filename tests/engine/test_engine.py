@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from engine_fakes import CheckingModel, FakeKV, solo_reference
 
 from orcd_toolkit.engine import (
     DuplicateRequest,
@@ -18,7 +19,6 @@ from orcd_toolkit.engine import (
     SamplingParams,
 )
 from orcd_toolkit.errors import InvalidRequest, Overloaded
-from tests.engine.fakes import CheckingModel, FakeKV, solo_reference
 
 VOCAB = 32
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hypothesis.strategies as st
 import numpy as np
+from engine_fakes import CheckingModel, FakeKV, solo_reference
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 
 from orcd_toolkit.engine import (
@@ -27,7 +28,6 @@ from orcd_toolkit.engine import (
     RequestTooLarge,
     SamplingParams,
 )
-from tests.engine.fakes import CheckingModel, FakeKV, solo_reference
 
 VOCAB = 12
 EOS = (0,)

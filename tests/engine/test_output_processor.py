@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hypothesis.strategies as st
 import pytest
+from engine_fakes import FakeKV, ScriptedModel
 from hypothesis import given, settings
 
 from orcd_toolkit.engine import EngineConfig, GenerationRequest, LLMEngine, SamplingParams
 from orcd_toolkit.engine.output_processor import StopStringMatcher
-from tests.engine.fakes import FakeKV, ScriptedModel
 
 ALPHABET = "ab€😀 "
 
