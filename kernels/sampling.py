@@ -56,8 +56,12 @@ def _clear_kernel(hist, hist_len, counts):  # pragma: no cover - device code
 
 
 # 64 registers a thread lets a block of 1024 threads launch (unbounded, the kernel needs
-# more and a 1024-thread launch fails with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES on an H200)
-@cuda.jit(max_registers=64)
+# more and a 1024-thread launch fails with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES on an H200).
+# The CUDA simulator's jit takes no such option.
+_SAMPLE_JIT = {} if numba.config.ENABLE_CUDASIM else {"max_registers": 64}
+
+
+@cuda.jit(**_SAMPLE_JIT)
 def _sample_kernel(logits, counts, probs, temperature, top_k, top_p, min_p, rep, pres, freq,
                    seeds, draw_index, out_tokens, out_logprobs):  # pragma: no cover
     n = cuda.blockIdx.x
