@@ -146,6 +146,7 @@ class WorkerServer:
         self._worker = EngineWorker(
             self._factory, metrics=self.metrics, health=self.health, log=self.log,
             on_ready=self._on_ready_thread, on_load_failed=self._on_load_failed_thread,
+            on_died=self._on_engine_died_thread,
         )
         self._worker.start()
 
@@ -185,6 +186,13 @@ class WorkerServer:
         self._load_error = exc
         self.log.event("model.load_failed", level="error", code=exc.code, error=str(exc))
         if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._begin_stop, 1)
+
+    def _on_engine_died_thread(self, exc: BaseException) -> None:
+        # Without its engine thread the worker cannot serve: stop (exit 1) so the orchestrator
+        # restarts it, instead of accepting jobs that would never run.
+        self._load_error = Internal(f"engine thread crashed: {type(exc).__name__}")
+        if self._loop is not None:
             self._loop.call_soon_threadsafe(self._begin_stop, 1)
 
     def _begin_stop(self, code: int = 0) -> None:

@@ -165,6 +165,7 @@ class EngineWorker:
         log: EventLog,
         on_ready: Callable[[ModelInfo], None],
         on_load_failed: Callable[[OrcdError], None],
+        on_died: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._factory = factory
         self._metrics = metrics
@@ -172,6 +173,7 @@ class EngineWorker:
         self._log = log
         self._on_ready = on_ready
         self._on_load_failed = on_load_failed
+        self._on_died = on_died or (lambda exc: None)
         self._commands: queue.SimpleQueue[tuple] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._main, name="orcd-engine", daemon=True)
         self._active: dict[str, Job] = {}
@@ -228,6 +230,12 @@ class EngineWorker:
         self._on_ready(runtime.info)
         try:
             self._loop(runtime)
+        except Exception as exc:  # noqa: BLE001 - report, then let the server stop (exit 1)
+            self._log.event("engine.thread_crashed", level="error",
+                            error=f"{type(exc).__name__}: {exc}",
+                            traceback=traceback.format_exc(limit=8))
+            self._health.update(status="failed", error=f"INTERNAL: engine thread crashed: {exc}")
+            self._on_died(exc)
         finally:
             for job in list(self._active.values()):
                 self._terminate(job, protocol.error_event(
@@ -275,6 +283,14 @@ class EngineWorker:
             self._terminate(job, protocol.error_event(job.job_id, exc.code, str(exc),
                                                       exc.retriable), outcome)
             return
+        except Exception as exc:  # noqa: BLE001 - a submit bug ends this job, not the thread
+            self._log.event("engine.submit_crashed", level="error", job_id=job.job_id,
+                            error=f"{type(exc).__name__}: {exc}",
+                            traceback=traceback.format_exc(limit=8))
+            self._terminate(job, protocol.error_event(
+                job.job_id, "INTERNAL", f"engine submit failed: {type(exc).__name__}", False),
+                "error")
+            return
         job.submitted_at = time.monotonic()
         self._active[job.key] = job
         self._metrics.prompt_tokens.inc(len(job.prompt_ids))
@@ -285,7 +301,11 @@ class EngineWorker:
                   retriable: bool | None) -> None:
         if self._active.pop(job.key, None) is None:
             return  # already finished: cancel is idempotent
-        runtime.abort(job.key)
+        try:
+            runtime.abort(job.key)
+        except Exception as exc:  # noqa: BLE001 - the job is gone for the client either way
+            self._log.event("engine.abort_failed", level="error", job_id=job.job_id,
+                            error=f"{type(exc).__name__}: {exc}")
         # Runtimes that free KV at once (or report it through their listener) show it here.
         self._refresh_stats()
         if job.terminal is not None:
@@ -322,8 +342,9 @@ class EngineWorker:
             self._active.pop(job.key, None)
             try:
                 runtime.abort(job.key)
-            except OrcdError as exc:
-                self._log.event("engine.abort_failed", level="warning", error=str(exc))
+            except Exception as exc:  # noqa: BLE001 - the job is failed for the client anyway
+                self._log.event("engine.abort_failed", level="warning",
+                                error=f"{type(exc).__name__}: {exc}")
             self._terminate(job, protocol.error_event(job.job_id, code, message, retriable),
                             "error")
 

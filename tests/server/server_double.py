@@ -25,6 +25,8 @@ SPLIT_FIRST, SPLIT_SECOND = 200, 201
 SPLIT_TEXT = "🧠"
 EOS = 199
 CRASH_ENCODE = "__crash the tokenizer__"
+CRASH_SUBMIT = "__crash the engine submit__"
+CRASH_THREAD = "__crash the engine thread__"
 BLOCK = 16
 
 
@@ -50,6 +52,7 @@ class DoubleRuntime:
         self.submitted: list[tuple[str, ExecuteRequest]] = []
         self.thread_ids: set[int] = set()
         self.closed = False
+        self.thread_bomb = False
 
     # encode may run on any thread.
     def encode(self, request: ExecuteRequest) -> list[int]:
@@ -68,6 +71,10 @@ class DoubleRuntime:
         self._check_thread()
         if job_id in self._jobs:
             raise InvalidRequest(f"duplicate request id {job_id}")
+        if request.prompt == CRASH_SUBMIT:
+            raise KeyError("double: submit bug")
+        if request.prompt == CRASH_THREAD:
+            self.thread_bomb = True
         if len(self._jobs) >= self.max_waiting:
             raise Overloaded("double: wait queue full")
         seed = request.seed if request.seed is not None else 0
@@ -138,6 +145,8 @@ class DoubleRuntime:
         return bool(self._jobs)
 
     def stats(self) -> EngineStats:
+        if self.thread_bomb and self.steps > 2:
+            raise SystemError("double: the engine loop itself broke")
         used = sum(-(-j["len"] // BLOCK) for j in self._jobs.values())
         return EngineStats(num_running=len(self._jobs), num_waiting=0, kv_blocks_used=used,
                            kv_blocks_total=self.kv_blocks)

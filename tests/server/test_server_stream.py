@@ -300,6 +300,29 @@ def test_a_tokenizer_crash_is_internal_and_the_connection_lives(server) -> None:
     assert '"event": "job.encode_crashed"' in server.log.getvalue()
 
 
+def test_a_submit_crash_is_internal_and_the_engine_keeps_running(server) -> None:
+    from server_double import CRASH_SUBMIT
+
+    with Client(server.url, event_timeout=10) as c:
+        comp = c.generate(prompt=CRASH_SUBMIT, max_tokens=3)
+        assert comp.error["code"] == "INTERNAL" and "KeyError" in comp.error["message"]
+        assert c.generate(prompt="fine", max_tokens=2).end is not None
+    assert '"event": "engine.submit_crashed"' in server.log.getvalue()
+
+
+def test_a_dead_engine_thread_stops_the_worker_with_exit_1(serve_double) -> None:
+    from server_double import CRASH_THREAD
+
+    rs = serve_double(DoubleRuntime(step_s=0.005))
+    with Client(rs.url, event_timeout=10) as c:
+        comp = c.generate(prompt=CRASH_THREAD, max_tokens=50)
+        assert comp.error["code"] == "INTERNAL" and comp.error["retriable"] is True
+    rs.thread.join(10)
+    assert not rs.thread.is_alive() and rs.result["rc"] == 1
+    assert '"event": "engine.thread_crashed"' in rs.log.getvalue()
+    assert rs.server.health.snapshot()["status"] == "failed"
+
+
 def test_engine_is_driven_from_one_thread(serve_double) -> None:
     rs = serve_double(DoubleRuntime(step_s=0.001))
 
