@@ -95,7 +95,8 @@ def _quant_kind(gf: Any) -> str:
 
 
 def _select_backend(opts: RuntimeOptions) -> tuple[Any, str, dict[str, Any]]:
-    """(backend, resident, gpu facts). ``auto`` takes the GPU only when it is usable."""
+    """(backend, resident, facts). ``auto`` takes the GPU only when it is usable; ``facts``
+    then says why it fell back to the CPU (``fallback``)."""
     if opts.device not in ("auto", "cpu", "gpu"):
         raise ModelLoadFailed(f"--device must be auto, cpu or gpu, got {opts.device!r}")
     if opts.device in ("auto", "gpu"):
@@ -107,6 +108,7 @@ def _select_backend(opts: RuntimeOptions) -> tuple[Any, str, dict[str, Any]]:
                     "--device gpu: the GPU backend (orcd_toolkit.kernels.backend) is not in "
                     f"this build ({exc.name} missing); use --device cpu"
                 ) from None
+            fallback = "no GPU backend in this build"
         else:
             from orcd_toolkit.kernels.device import gpu_status
 
@@ -117,9 +119,13 @@ def _select_backend(opts: RuntimeOptions) -> tuple[Any, str, dict[str, Any]]:
                 return backend, "gpu", facts
             if opts.device == "gpu":
                 raise GpuBackendUnavailable(f"--device gpu: no usable GPU ({status.reason})")
+            fallback = f"no usable GPU ({status.reason})"
+    else:
+        fallback = ""
     from orcd_toolkit.backends.cpu import NumpyBackend
 
-    return NumpyBackend(), "cpu", {"sm": None, "cuda_runtime_version": None}
+    return NumpyBackend(), "cpu", {"sm": None, "cuda_runtime_version": None,
+                                   "fallback": fallback}
 
 
 def _kv_bytes_per_token(hp: Any, resident: str) -> int:
@@ -246,7 +252,10 @@ def runtime_factory(opts: RuntimeOptions):
         tokenizer = load_tokenizer(gf)
         progress(25, f"validated {Path(path).name}; tokenizer {tokenizer.kind}")
         backend, resident, facts = _select_backend(opts)
-        progress(50, f"placing weights on the {resident} backend")
+        where = f"the {resident} backend"
+        if facts.get("fallback"):
+            where += f" (--device auto: {facts['fallback']})"
+        progress(50, f"placing weights on {where}")
         model = load_model(gf, backend)
         hp = model.hparams
         per_token = _kv_bytes_per_token(hp, resident)

@@ -70,3 +70,19 @@ def test_busy_port_is_a_one_line_error(tmp_path, testdata, capsys) -> None:
         port = s.getsockname()[1]
         assert main(["serve", "--model", str(model), "--device", "cpu", "--port", str(port)]) == 1
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_device_gpu_without_a_usable_gpu_backend_fails_load_with_exit_1(tmp_path, testdata,
+                                                                         capfd) -> None:
+    from tiny_model import write_tiny_llama
+
+    from orcd_toolkit.kernels.device import gpu_status
+
+    if gpu_status().usable:
+        pytest.skip("a GPU is usable here: --device gpu may load")
+    model = write_tiny_llama(tmp_path / "m.gguf", testdata / "vocab" / "ggml-vocab-gpt-2.gguf")
+    rc = main(["serve", "--model", str(model), "--device", "gpu", "--port", "0",
+               "--log-format", "json"])
+    assert rc == 1
+    err = capfd.readouterr().err
+    assert '"event": "model.load_failed"' in err and "--device gpu" in err
