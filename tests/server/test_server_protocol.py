@@ -198,3 +198,47 @@ def test_every_rule_through_the_server_then_the_next_job_works(server) -> None:
         assert comp.error is None and comp.end["tokens_out"] == 5
     metrics = server.server.metrics
     assert metrics.requests.value(outcome="rejected") == len(BAD_FRAMES) + 1
+
+
+# ---- fuzz: any JSON value is either a valid request or a ProtocolError, never a crash
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12,
+)
+_fields = st.sampled_from(sorted(protocol._EXECUTE_FIELDS)) | st.text(max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_fields, _json, max_size=8), st.sampled_from(["execute", "cancel", None]))
+def test_fuzzed_messages_validate_or_raise_protocol_error(obj: dict, kind) -> None:
+    if kind is not None:
+        obj = {**obj, "type": kind}
+    frame = json.dumps(obj)
+    try:
+        req = parse_client_message(decode_frame(frame), LIMITS)
+    except ProtocolError as exc:
+        assert exc.code == "INVALID_REQUEST" and str(exc)
+        assert exc.job_id is None or isinstance(exc.job_id, str)
+        return
+    assert isinstance(req, ExecuteRequest | CancelRequest)
+    if isinstance(req, ExecuteRequest):
+        assert 1 <= req.max_tokens <= LIMITS.max_tokens_out
+        assert (req.prompt is None) != (req.messages is None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64) | st.text(max_size=64))
+def test_fuzzed_raw_frames_never_crash_the_decoder(frame) -> None:
+    try:
+        obj = decode_frame(frame)
+    except ProtocolError:
+        return
+    assert isinstance(obj, dict)
