@@ -20,17 +20,21 @@ from orcd_toolkit.engine.interfaces import (
     MetricsHook,
     ModelRunner,
     RequestStats,
+    SamplingBatch,
     StepStats,
+    TokenSampler,
 )
 from orcd_toolkit.engine.metrics import MetricsRecorder, NoopMetrics
 from orcd_toolkit.engine.outputs import RequestHandle, RequestOutput
 from orcd_toolkit.engine.params import GenerationRequest, SamplingParams
+from orcd_toolkit.engine.sampling import HostTokenSampler
 
 __all__ = [
     "ContiguousAllocator",
     "DuplicateRequest",
     "EngineConfig",
     "GenerationRequest",
+    "HostTokenSampler",
     "InferenceEngine",
     "InvalidSamplingParams",
     "KVCacheAllocator",
@@ -45,7 +49,9 @@ __all__ = [
     "RequestOutput",
     "RequestStats",
     "RequestTooLarge",
+    "SamplingBatch",
     "SamplingParams",
     "StepStats",
+    "TokenSampler",
     "build_engine",
 ]

@@ -26,6 +26,7 @@ from orcd_toolkit.engine.interfaces import (
     ModelRunner,
     RequestStats,
     StepStats,
+    TokenSampler,
 )
 from orcd_toolkit.engine.metrics import NoopMetrics
 from orcd_toolkit.engine.output_processor import OutputProcessor
@@ -95,6 +96,7 @@ class LLMEngine:
         tokenizer: Any = None,
         metrics: MetricsHook | None = None,
         allocator: KVCacheAllocator | None = None,
+        sampler: TokenSampler | None = None,
     ) -> None:
         for attr in ("num_blocks", "block_size"):
             have = getattr(kv_cache, attr, None)
@@ -106,6 +108,8 @@ class LLMEngine:
         self.kv_cache = kv_cache
         # logits may live on a device: the backend's to_host brings them to NumPy
         self._to_host = getattr(getattr(model, "backend", None), "to_host", np.asarray)
+        # a device sampler keeps the [N, vocab] logits where they are (docs/engine.md)
+        self.sampler = sampler
         self.config = config
         self.metrics: MetricsHook = metrics if metrics is not None else NoopMetrics()
         self.allocator = allocator if allocator is not None else make_allocator(config)
@@ -243,7 +247,7 @@ class LLMEngine:
             return CoreStepOutput([], np.zeros(0, dtype=np.int32), np.zeros(0, dtype=bool), None,
                                   aborted)
         try:
-            logits = self._to_host(self.model.forward(sb.batch, self.kv_cache))
+            raw_logits = self.model.forward(sb.batch, self.kv_cache)
         except OrcdError as exc:
             # a device error (e.g. VramOom) fails this batch's requests, frees their blocks
             # and leaves the engine serving the others; anything else is a bug and propagates
@@ -259,11 +263,17 @@ class LLMEngine:
         sch.commit_computed(sb)
         ss = sb.sample_slots
         seqs = _gather(sch.slot_seq, ss)
-        if ss.size and sch.plain_greedy[ss].all():
-            token_ids = np.argmax(logits, axis=1).astype(np.int32)
-            logprobs = None
+        logprobs = None
+        if self.sampler is not None and ss.size and sch.can_sample_on_device(ss):
+            token_ids = np.asarray(
+                self.sampler.sample(raw_logits, sch.sampling_batch(ss)), dtype=np.int32
+            )
         else:
-            token_ids, logprobs = self._sample_general(logits, ss, seqs)
+            logits = self._to_host(raw_logits)
+            if ss.size and sch.plain_greedy[ss].all():
+                token_ids = np.argmax(logits, axis=1).astype(np.int32)
+            else:
+                token_ids, logprobs = self._sample_general(logits, ss, seqs)
         first = (sch.num_tokens[ss] == sch.num_prompt[ss]).nonzero()[0]
         finished = sch.append_tokens(ss, token_ids)
         now = time.monotonic()

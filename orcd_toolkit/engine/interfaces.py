@@ -31,6 +31,42 @@ class ModelRunner(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class SamplingBatch:
+    """Per-row sampling inputs for a ``TokenSampler`` (host NumPy arrays, N rows).
+
+    Row i samples the next token of one sequence; ``draw_index`` is the index of that
+    output token (the Philox counter, CONTRACTS.md §4). ``history`` (prompt then output
+    ids, int32 [N, L]), ``history_len`` and ``num_prompt`` are given only when some row has
+    a repetition / presence / frequency penalty.
+    """
+
+    temperature: np.ndarray  # float32 [N]; 0 = greedy
+    top_k: np.ndarray  # int32 [N]; 0 = off
+    top_p: np.ndarray  # float32 [N]
+    min_p: np.ndarray  # float32 [N]
+    repetition_penalty: np.ndarray  # float32 [N]
+    presence_penalty: np.ndarray  # float32 [N]
+    frequency_penalty: np.ndarray  # float32 [N]
+    seeds: np.ndarray  # uint64 [N]
+    draw_index: np.ndarray  # int64 [N]
+    history: np.ndarray | None = None
+    history_len: np.ndarray | None = None
+    num_prompt: np.ndarray | None = None
+
+
+@runtime_checkable
+class TokenSampler(Protocol):
+    """Samples on the device where the logits are (the GPU backend's sampler), so the
+    [N, vocab] logits never cross to the host. It must choose what ``engine.sampling``
+    chooses (docs/engine.md). The engine uses it for rows without ``logit_bias``,
+    ``logprobs`` or an active ``min_tokens`` mask, and samples the rest on the host."""
+
+    def sample(self, logits: Any, batch: SamplingBatch) -> np.ndarray:
+        """Token ids int32 [N] (host)."""
+        ...
+
+
 @runtime_checkable
 class KVCacheAllocator(Protocol):
     """Hands out KV blocks of one pool budgeted at startup; never grows it."""

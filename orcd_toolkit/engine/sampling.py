@@ -8,7 +8,8 @@ same choice for the same logits and uniform draw:
    penalties on the output tokens (OpenAI: ``x -= frequency * count + presence * (count > 0)``);
    while fewer than ``min_tokens`` were produced, the stop tokens are set to -inf.
 2. ``temperature == 0``: argmax (lowest id on ties). Done.
-3. ``p = exp(x / T - max)`` (unnormalised, max 1). Order the vocabulary by (p desc, id asc).
+3. ``p = exp(x / T - max(x / T))`` in float32 (unnormalised, max 1); T, top_p and min_p
+   are float32 values. Order the vocabulary by (p desc, id asc).
    top-k keeps the first k; top-p keeps the shortest prefix whose mass reaches
    ``top_p * sum(p of what top-k kept)``; min-p keeps ``p >= min_p`` (relative to the max).
 4. Draw: the kept tokens in ascending id order, cumulative sum in float64 (in blocks of
@@ -26,6 +27,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from orcd_toolkit.engine.interfaces import SamplingBatch
 from orcd_toolkit.engine.params import SamplingParams
 
 # Candidate thresholds, relative to the max probability (1.0 after the shift), tried in
@@ -92,8 +94,10 @@ def sample_token(
     """
     if temperature == 0.0:
         return greedy(x)
+    # parameters are float32, as the device sampler holds them (SamplingBatch)
+    top_p = float(np.float32(top_p))
     p = x if inplace and x.dtype == np.float32 else np.array(x, dtype=np.float32)
-    p *= np.float32(1.0 / temperature)
+    np.divide(p, np.float32(temperature), out=p)  # x / T in float32, then - max(x / T)
     p -= p.max()
     np.exp(p, out=p)
     vocab = p.shape[0]
@@ -238,3 +242,29 @@ def sample_row(
     if params.logprobs is not None:
         lps = top_logprobs(np.asarray(logits), tok, params.logprobs)
     return tok, lps
+
+
+class HostTokenSampler:
+    """``TokenSampler`` on host logits: the reference a device sampler is tested against,
+    and the engine's seam exercised without a GPU."""
+
+    def sample(self, logits: np.ndarray, batch: SamplingBatch) -> np.ndarray:
+        from orcd_toolkit.engine.rng import uniform_draws
+
+        x = np.asarray(logits, dtype=np.float32)
+        n = x.shape[0]
+        u = uniform_draws(batch.seeds, batch.draw_index)
+        out = np.empty(n, dtype=np.int32)
+        for i in range(n):
+            row = np.array(x[i], copy=True)
+            if batch.history is not None:
+                n_prompt = int(batch.num_prompt[i])
+                hist = batch.history[i, : int(batch.history_len[i])]
+                apply_penalties(row, hist[:n_prompt], hist[n_prompt:],
+                                float(batch.repetition_penalty[i]),
+                                float(batch.presence_penalty[i]),
+                                float(batch.frequency_penalty[i]))
+            out[i] = sample_token(row, float(batch.temperature[i]), int(batch.top_k[i]),
+                                  float(batch.top_p[i]), float(batch.min_p[i]), float(u[i]),
+                                  inplace=True)
+        return out

@@ -21,7 +21,7 @@ import numpy as np
 
 from orcd_toolkit.backends.base import ForwardBatch
 from orcd_toolkit.engine.config import EngineConfig
-from orcd_toolkit.engine.interfaces import KVCacheAllocator
+from orcd_toolkit.engine.interfaces import KVCacheAllocator, SamplingBatch
 from orcd_toolkit.engine.outputs import FINISH_LENGTH, FINISH_STOP
 from orcd_toolkit.engine.sequence import FINISHED, RUNNING, WAITING, Sequence
 
@@ -57,6 +57,18 @@ class Scheduler:
         self.plain_greedy = np.zeros(n, dtype=bool)
         self.has_stop_ids = np.zeros(n, dtype=bool)
         self.seeds = np.zeros(n, dtype=np.uint64)
+        # per-slot sampling parameters, for a device TokenSampler (SamplingBatch)
+        self.temperature = np.zeros(n, dtype=np.float32)
+        self.top_k = np.zeros(n, dtype=np.int32)
+        self.top_p = np.ones(n, dtype=np.float32)
+        self.min_p = np.zeros(n, dtype=np.float32)
+        self.repetition_penalty = np.ones(n, dtype=np.float32)
+        self.presence_penalty = np.zeros(n, dtype=np.float32)
+        self.frequency_penalty = np.zeros(n, dtype=np.float32)
+        self.has_penalty = np.zeros(n, dtype=bool)
+        # rows a device sampler can take: no logit_bias, no logprobs (min_tokens is
+        # checked per step: its mask only applies while too few tokens are out)
+        self.device_ok = np.zeros(n, dtype=bool)
         self.block_table = np.full((n, config.max_blocks_per_seq), -1, dtype=np.int32)
         self.num_blocks = np.zeros(n, dtype=np.int32)
         self.seq_ids = np.zeros(n, dtype=np.int64)
@@ -144,6 +156,15 @@ class Scheduler:
         )
         self.has_stop_ids[slot] = bool(p.stop_token_ids)
         self.seeds[slot] = seq.seed
+        self.temperature[slot] = p.temperature
+        self.top_k[slot] = p.top_k
+        self.top_p[slot] = p.top_p
+        self.min_p[slot] = p.min_p
+        self.repetition_penalty[slot] = p.repetition_penalty
+        self.presence_penalty[slot] = p.presence_penalty
+        self.frequency_penalty[slot] = p.frequency_penalty
+        self.has_penalty[slot] = p.has_penalties
+        self.device_ok[slot] = not p.logit_bias and p.logprobs is None
         table = alloc.block_table(seq.seq_id)
         self.block_table[slot, :] = -1
         self.block_table[slot, : len(table)] = table
@@ -397,6 +418,33 @@ class Scheduler:
             self.running = [s for s in self.running if s.status == RUNNING]
             self._run_dirty = True
         return finished
+
+    def can_sample_on_device(self, slots: np.ndarray) -> bool:
+        """Whether every row of ``slots`` is within what a TokenSampler handles."""
+        if not self.device_ok[slots].all():
+            return False
+        # the min_tokens mask (stop ids -> -inf) is host-only: rows still under it go there
+        return bool((self.num_tokens[slots] >= self.min_total[slots]).all())
+
+    def sampling_batch(self, slots: np.ndarray) -> SamplingBatch:
+        """The SamplingBatch of the rows ``slots`` (logits row order)."""
+        batch = SamplingBatch(
+            temperature=self.temperature[slots],
+            top_k=self.top_k[slots],
+            top_p=self.top_p[slots],
+            min_p=self.min_p[slots],
+            repetition_penalty=self.repetition_penalty[slots],
+            presence_penalty=self.presence_penalty[slots],
+            frequency_penalty=self.frequency_penalty[slots],
+            seeds=self.seeds[slots],
+            draw_index=(self.num_tokens[slots] - self.num_prompt[slots]).astype(np.int64),
+        )
+        if self.has_penalty[slots].any():
+            lens = self.num_tokens[slots]
+            batch.history = np.ascontiguousarray(self.tokens[slots, : int(lens.max())])
+            batch.history_len = lens.copy()
+            batch.num_prompt = self.num_prompt[slots]
+        return batch
 
     def output_ids(self, slot: int) -> np.ndarray:
         """Output tokens so far of a running slot (a view)."""

@@ -248,3 +248,38 @@ def test_forward_error_fails_the_batch_and_keeps_serving() -> None:
     want, _ = solo_reference(model, [4, 5, 6], p, c.seed, (0,))
     assert c.finish_reason == "length" and c.token_ids == want
     assert eng.allocator.num_free_blocks == 32
+
+
+def test_token_sampler_seam() -> None:
+    """With a TokenSampler the engine samples the eligible steps through it (a device
+    sampler's seam) and the rest on the host; tokens equal the solo reference either way."""
+    from orcd_toolkit.engine.sampling import HostTokenSampler
+
+    class Counting(HostTokenSampler):
+        calls = 0
+
+        def sample(self, logits, batch):
+            Counting.calls += 1
+            assert logits.shape[0] == batch.seeds.shape[0]
+            return super().sample(logits, batch)
+
+    cfg = EngineConfig(num_blocks=64, vocab_size=VOCAB, block_size=4, max_model_len=64,
+                       max_num_seqs=4, max_num_batched_tokens=16, eos_token_ids=(0,))
+    model = CheckingModel(VOCAB)
+    eng = LLMEngine(model, FakeKV(64, 4), cfg, sampler=Counting())
+    kinds = [
+        SamplingParams(max_tokens=6, temperature=0.8, top_k=5, seed=1),
+        SamplingParams(max_tokens=6, temperature=1.1, top_p=0.7, presence_penalty=0.5,
+                       repetition_penalty=1.3, seed=2),
+        SamplingParams(max_tokens=6, temperature=0.0),
+        SamplingParams(max_tokens=6, temperature=0.9, min_tokens=3, seed=4),  # host until 3
+        SamplingParams(max_tokens=6, temperature=0.9, logprobs=2, seed=5),  # host always
+        SamplingParams(max_tokens=6, temperature=0.9, logit_bias={3: 4.0}, seed=6),  # host
+    ]
+    reqs = [GenerationRequest([i + 1, i + 2, 5], p) for i, p in enumerate(kinds)]
+    handles = eng.generate(reqs)
+    assert Counting.calls > 0
+    for r, h in zip(reqs, handles, strict=True):
+        want, reason = solo_reference(model, r.prompt_ids, r.params, h.seed, (0,))
+        assert (h.token_ids, h.finish_reason) == (want, reason)
+    assert len(handles[4].logprobs) == len(handles[4].token_ids)

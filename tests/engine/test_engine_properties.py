@@ -28,6 +28,7 @@ from orcd_toolkit.engine import (
     RequestTooLarge,
     SamplingParams,
 )
+from orcd_toolkit.engine.sampling import HostTokenSampler
 
 VOCAB = 12
 EOS = (0,)
@@ -110,9 +111,9 @@ def check_scheduler_state(eng: LLMEngine) -> None:
         assert eng.allocator.block_table(seq.seq_id) == []
 
 
-def run_workload(config: EngineConfig, reqs: list[dict]) -> None:
+def run_workload(config: EngineConfig, reqs: list[dict], sampler=None) -> None:
     model = CheckingModel(VOCAB, scale=2.0)
-    eng = LLMEngine(model, FakeKV(config.num_blocks, config.block_size), config)
+    eng = LLMEngine(model, FakeKV(config.num_blocks, config.block_size), config, sampler=sampler)
     free_at_start = eng.allocator.num_free_blocks
     outputs: dict[str, list] = {r["id"]: [] for r in reqs}
     submitted: list[tuple[dict, object]] = []
@@ -176,10 +177,11 @@ def run_workload(config: EngineConfig, reqs: list[dict]) -> None:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(workloads())
-def test_random_workloads(workload) -> None:
+@given(workloads(), st.booleans())
+def test_random_workloads(workload, token_sampler: bool) -> None:
     config, reqs = workload
-    run_workload(config, reqs)
+    # half the examples sample through the TokenSampler seam (a device sampler's path)
+    run_workload(config, reqs, HostTokenSampler() if token_sampler else None)
 
 
 def test_tight_budget_forces_preemption_and_stays_exact() -> None:

@@ -25,6 +25,7 @@ def reference_sample(x, temperature, top_k, top_p, min_p, u) -> int:
         return int(np.argmax(x))
     z = x.astype(np.float32) / np.float32(temperature)
     p = np.exp(z - z.max())
+    top_p = float(np.float32(top_p))  # sampling parameters are float32
     order = sorted(range(len(p)), key=lambda i: (-p[i], i))
     if 0 < top_k < len(p):
         order = order[:top_k]
@@ -147,3 +148,41 @@ def test_blocked_inverse_cdf_matches_sequential_sum() -> None:
             want = min(int(np.searchsorted(c, u * c[-1], side="right")), vocab - 1)
             got = inverse_cdf(w, u)
             assert got == want and w[got] > 0
+
+
+def test_host_token_sampler_matches_sample_row() -> None:
+    """The TokenSampler seam (what a device sampler implements) chooses what the per-row
+    procedure chooses, penalties included."""
+    from orcd_toolkit.engine.interfaces import SamplingBatch
+    from orcd_toolkit.engine.sampling import HostTokenSampler
+
+    rng = np.random.default_rng(3)
+    n, vocab = 40, 5000
+    logits = (rng.standard_normal((n, vocab)) * 3).astype(np.float32)
+    kinds = [SamplingParams(temperature=0.0), SamplingParams(temperature=0.7, top_k=20),
+             SamplingParams(temperature=1.3, top_p=0.8, min_p=0.02),
+             SamplingParams(temperature=0.9, repetition_penalty=1.2, presence_penalty=0.4,
+                            frequency_penalty=0.3)]
+    params = [kinds[i % 4] for i in range(n)]
+    hist = rng.integers(0, vocab, size=(n, 30)).astype(np.int32)
+    hist_len = rng.integers(5, 31, size=n).astype(np.int32)
+    n_prompt = np.minimum(hist_len, 4).astype(np.int32)
+    seeds = rng.integers(0, 2**63, size=n).astype(np.uint64)
+    draw = (hist_len - n_prompt).astype(np.int64)
+    f32 = np.float32
+    batch = SamplingBatch(
+        temperature=np.array([p.temperature for p in params], f32),
+        top_k=np.array([p.top_k for p in params], np.int32),
+        top_p=np.array([p.top_p for p in params], f32),
+        min_p=np.array([p.min_p for p in params], f32),
+        repetition_penalty=np.array([p.repetition_penalty for p in params], f32),
+        presence_penalty=np.array([p.presence_penalty for p in params], f32),
+        frequency_penalty=np.array([p.frequency_penalty for p in params], f32),
+        seeds=seeds, draw_index=draw, history=hist, history_len=hist_len, num_prompt=n_prompt,
+    )
+    got = HostTokenSampler().sample(logits, batch)
+    u = uniform_draws(seeds, draw)
+    for i, p in enumerate(params):
+        h = hist[i, : hist_len[i]]
+        tok, _ = sample_row(logits[i], p, float(u[i]), h[: n_prompt[i]], h[n_prompt[i]:], ())
+        assert got[i] == tok, i
