@@ -61,6 +61,17 @@ def test_load_missing_model_is_one_line(shell, capsys):
     assert ACTIVE.session is None
 
 
+def test_load_on_gpu_without_one_is_one_line(shell, capsys, smollm2_path):
+    from orcd_toolkit.kernels.device import gpu_status
+
+    if gpu_status().usable:
+        pytest.skip("a GPU is usable here")
+    assert shell.run_line_magic("orcd_load", f"{smollm2_path} --device gpu") is None
+    err = capsys.readouterr().err
+    assert err.startswith("orcd_load: --device gpu: ") and err.count("\n") == 1
+    assert ACTIVE.session is None
+
+
 def test_connect_unreachable_is_one_line(shell, capsys):
     port = free_port()
     assert shell.run_line_magic("orcd_connect", f"ws://127.0.0.1:{port}") is None

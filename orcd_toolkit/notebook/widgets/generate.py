@@ -20,7 +20,7 @@ import ipywidgets as widgets
 import traitlets
 
 from orcd_toolkit.errors import InvalidRequest, OrcdError
-from orcd_toolkit.notebook.sessions import Generation, open_session
+from orcd_toolkit.notebook.sessions import ACTIVE, Generation, open_session
 from orcd_toolkit.notebook.widgets._common import error_html, esc, pre_html
 
 ROLE_COLOURS = {"user": "#1f5fa8", "assistant": "#2e7d32", "system": "#6d4c41"}
@@ -29,7 +29,8 @@ ROLE_COLOURS = {"user": "#1f5fa8", "assistant": "#2e7d32", "system": "#6d4c41"}
 class GenerateWidget(widgets.VBox):
     """Generate / stream against a session (``LocalSession``, ``RemoteSession``), a model
     name or path (loaded on first use), a ``ws://`` URL, or — when ``session`` is None — the
-    session ``%orcd_load`` / ``%orcd_connect`` made current."""
+    session ``%orcd_load`` / ``%orcd_connect`` made current (when the widget was created, or
+    else when Generate is pressed)."""
 
     text = traitlets.Unicode("", help="the text streamed so far")
     status = traitlets.Unicode("idle", help="idle | loading | running | done | stopped | error")
@@ -55,7 +56,8 @@ class GenerateWidget(widgets.VBox):
         update_interval_s: float = 0.05,
         **kwargs: Any,
     ) -> None:
-        self.session_spec = session
+        # bound now: a later %orcd_load of another model does not switch this widget
+        self.session_spec = session if session is not None else ACTIVE.session
         self.update_interval_s = update_interval_s
         self.history: list[dict[str, str]] = []
         self.generation: Generation | None = None
