@@ -156,3 +156,21 @@ def test_generation_record_timings():
     e = Generation(_Job(), started_at=0.0)
     e.feed({"type": "error", "code": "CANCELLED", "message": "stopped by the user"}, now=1.0)
     assert e.status == "stopped" and e.summary() == "0 tokens · stopped"
+
+
+def test_load_reports_the_server_progress_milestones(smollm2_path):
+    seen: list[tuple[int, str]] = []
+    s = LocalSession(str(smollm2_path), kv_cache_size_mb=8,
+                     on_progress=lambda pct, detail: seen.append((pct, detail)))
+    try:
+        s.wait_ready(120)
+        assert [p for p, _ in seen] == [0, 25, 50, 75, 100]
+        assert s.progress == (100, "engine ready") and s.load_seconds > 0
+        assert repr(s).endswith("device=cpu ready>")
+    finally:
+        s.close()
+    assert repr(s).endswith("closed>")
+    from orcd_toolkit.notebook.errors import SessionClosed
+
+    with pytest.raises(SessionClosed, match="is closed; load it again"):
+        s.start(PROMPT)
