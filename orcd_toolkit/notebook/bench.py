@@ -153,6 +153,48 @@ def _launch_matvec(cp: Any, d: dict[str, Any]) -> tuple[Callable[[], None], Any]
     return (lambda: quant.matvec(out, d["x"], w)), out
 
 
+# attention at Qwen2.5-0.5B's head layout: 14 query heads over 2 KV heads of 64 (GQA 7:1)
+ATTN_HEADS = (14, 2, 64)
+ATTN_BLOCK = 16
+
+
+def _inputs_attention(case: BenchCase, rng: np.random.Generator) -> dict[str, Any]:
+    """Decode: ``rows`` sequences, one new token each, ``cols`` tokens of context, paged
+    over shuffled 16-token blocks; the cache is f16 as on the GPU (the NumPy twin reads the
+    same values as f32)."""
+    hq, hkv, d = ATTN_HEADS
+    nb = -(-case.cols // ATTN_BLOCK)
+    total = case.rows * nb
+    tables = rng.permutation(total).astype(np.int32).reshape(case.rows, nb)
+    return {
+        "q": rng.normal(0, 1, (case.rows, hq, d)).astype(np.float32),
+        "k": rng.normal(0, 1, (total, ATTN_BLOCK, hkv, d)).astype(np.float16),
+        "v": rng.normal(0, 1, (total, ATTN_BLOCK, hkv, d)).astype(np.float16),
+        "tables": tables,
+        "starts": np.arange(case.rows + 1, dtype=np.int32),
+        "lens": np.full(case.rows, case.cols, np.int32),
+    }
+
+
+def _reference_attention(d: dict[str, Any]) -> np.ndarray:
+    return ops.paged_attention(d["q"], d["k"].astype(np.float32), d["v"].astype(np.float32),
+                               d["tables"], d["starts"], d["lens"],
+                               scale=1.0 / np.sqrt(ATTN_HEADS[2]))
+
+
+def _launch_attention(cp: Any, d: dict[str, Any]) -> tuple[Callable[[], None], Any]:
+    from orcd_toolkit.kernels import attention
+
+    hq, hkv, hd = ATTN_HEADS
+    b = d["q"].shape[0]
+    shape = attention.AttentionShape(b, b, 1, int(d["lens"].max()), hq, hkv, hd)
+    kern = attention.FlashAttention()
+    ws = cp.empty(kern.workspace_shape(shape), cp.float32)
+    out = cp.empty_like(d["q"])
+    args = (d["q"], d["k"], d["v"], d["tables"], d["starts"], d["lens"], shape, ws)
+    return (lambda: kern(out, *args, scale=1.0 / float(np.sqrt(hd)))), out
+
+
 @dataclass(frozen=True, slots=True)
 class _Op:
     inputs: Callable[[BenchCase, np.random.Generator], dict[str, Any]]
@@ -201,6 +243,15 @@ OPS: dict[str, _Op] = {
         "decode linear layer: x[1, cols] @ W[rows, cols].T on raw GGUF blocks "
         "(NumPy twin dequantizes W on every call, as ops.quant_matmul does)",
     ),
+    "attention": _Op(
+        _inputs_attention,
+        _reference_attention,
+        _launch_attention,
+        lambda c, d: int(c.rows * c.cols * 2 * ATTN_HEADS[1] * ATTN_HEADS[2] * 2)
+        + 2 * int(d["q"].nbytes),
+        "paged decode attention (FlashAttention, split-K): rows = sequences, cols = context "
+        "length; 14 query / 2 KV heads of 64 (Qwen2.5-0.5B), f16 KV cache read once",
+    ),
 }
 
 # Shapes of the real models the notebook talks about (rows x cols).
@@ -211,6 +262,7 @@ PRESETS: dict[str, tuple[int, int]] = {
     "Qwen2.5-0.5B attn_q 896 x 896": (896, 896),
     "Qwen2.5-0.5B ffn_up 4864 x 896": (4864, 896),
     "Qwen2.5-0.5B ffn_down 896 x 4864": (896, 4864),
+    "attention: 8 sequences x 2048 context": (8, 2048),
 }
 
 
@@ -221,6 +273,9 @@ def make_case(op: str, rows: int, cols: int, qtype: str | None = None) -> BenchC
     for name, v in (("rows", rows), ("cols", cols)):
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1 << 16:
             raise InvalidRequest(f"{name} must be an integer in [1, 65536], got {v!r}")
+    if op == "attention" and (rows > 256 or cols > 16384):
+        raise InvalidRequest(
+            f"attention: at most 256 sequences (rows) of 16384 tokens (cols), got {rows}x{cols}")
     if op == "matvec":
         qtype = qtype or "Q4_0"
         if qtype not in QUANT_TYPES:

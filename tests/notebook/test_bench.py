@@ -48,6 +48,24 @@ def test_numpy_side_is_the_reference_op():
         bench.run_case(case, repeats=0)
 
 
+def test_attention_case_reference_and_bytes():
+    case = bench.make_case("attention", 2, 40)
+    r = bench.run_case(case, repeats=1, use_gpu=False)
+    # K and V, f16, 2 KV heads of 64, 40 tokens x 2 sequences; q in and out in f32
+    assert r.bytes_moved == 2 * 40 * 2 * 2 * 64 * 2 + 2 * (2 * 14 * 64 * 4)
+    host = bench.OPS["attention"].inputs(case, np.random.default_rng(0))
+    out = bench.OPS["attention"].reference(host)
+    # brute force for sequence 1, query head 9 (KV head 1): gather its 40 keys by block table
+    rows = [host["tables"][1][p // 16] for p in range(40)]
+    k = np.stack([host["k"][b, p % 16, 1] for p, b in enumerate(rows)]).astype(np.float64)
+    v = np.stack([host["v"][b, p % 16, 1] for p, b in enumerate(rows)]).astype(np.float64)
+    s = k @ host["q"][1, 9].astype(np.float64) / 8.0
+    w = np.exp(s - s.max())
+    np.testing.assert_allclose(out[1, 9], (w / w.sum()) @ v, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InvalidRequest, match="attention: at most 256 sequences"):
+        bench.make_case("attention", 1, 20000)
+
+
 def test_asking_for_gpu_without_one_says_so():
     usable, reason = bench.gpu_available()
     if usable:
@@ -58,7 +76,7 @@ def test_asking_for_gpu_without_one_says_so():
 
 # per-op tolerances on nMSE, as scripts/kernel_parity.py states them (and why, there)
 GPU_TOL = {"rms_norm": 1e-10, "add_rms_norm": 1e-10, "swiglu": 1e-10, "gelu": 1e-10,
-           "matvec": 1e-9}
+           "matvec": 1e-9, "attention": 1e-8}
 
 
 @pytest.mark.gpu
@@ -69,6 +87,8 @@ GPU_TOL = {"rms_norm": 1e-10, "add_rms_norm": 1e-10, "swiglu": 1e-10, "gelu": 1e
         ("add_rms_norm", 512, 896, None),
         ("swiglu", 4, 4864, None),
         ("gelu", 3, 33, None),
+        ("attention", 1, 37, None),
+        ("attention", 8, 2500, None),
         *[("matvec", 896, 4864 if q.endswith("_K") else 896, q) for q in bench.QUANT_TYPES],
     ],
     ids=lambda c: " ".join(str(x) for x in c if x),
