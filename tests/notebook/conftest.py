@@ -21,10 +21,11 @@ from orcd_toolkit.notebook.sessions import LocalSession
 CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _single_threaded_blas() -> Iterator[None]:
     """The same limit for the in-process engine (numpy is imported long before this runs,
-    so the environment variable would come too late; threadpoolctl sets it live)."""
+    so the environment variable would come too late; threadpoolctl sets it live). Module
+    scope: the limit is lifted again before other areas' tests run."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # optional: without it the tests only run slower
