@@ -58,7 +58,7 @@ class OrcdMagics(Magics):
         started = time.monotonic()
         session = LocalSession(args.model, device=args.device, kv_cache_size_mb=args.kv_cache_mb)
         shown = -1
-        while not session._ready.wait(_POLL_S):
+        while not session.load_finished(_POLL_S):
             pct, detail = session.progress
             if pct != shown:
                 shown = pct

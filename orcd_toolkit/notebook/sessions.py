@@ -220,6 +220,10 @@ class LocalSession:
             raise self._error
         return self
 
+    def load_finished(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` s; True once loading ended (ready or failed)."""
+        return self._ready.wait(timeout)
+
     @property
     def is_ready(self) -> bool:
         return self._ready.is_set() and self._error is None
