@@ -19,7 +19,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-
 from golden_llamacpp import _disable_extra_buffer_types
 
 

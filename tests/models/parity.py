@@ -12,7 +12,7 @@ Metrics per model:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +87,7 @@ class Parity:
     self_top1: float
     # greedy steps before llama.cpp's own top-2 margin first drops below ``margin``
     greedy_stable: list[int]
+    greedy_len: list[int] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
