@@ -20,6 +20,7 @@ a forward step ``VramOom``; any other CUDA failure is ``CudaError`` (``KernelErr
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -200,6 +201,9 @@ class GpuBackend:
         if chunk_bytes <= 0:
             raise InvalidRequest(f"chunk_bytes must be positive, got {chunk_bytes}")
         self._cp = cp
+        # decode launches small grids by design (one block per token row); Numba's
+        # low-occupancy warning would otherwise print on every new launch shape
+        warnings.filterwarnings("ignore", message=r".*will likely result in GPU under-utilization")
         n = cp.cuda.runtime.getDeviceCount()
         if not 0 <= device < n:
             raise CudaError(f"GPU device {device} does not exist ({n} device(s))")

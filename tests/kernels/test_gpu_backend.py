@@ -65,6 +65,7 @@ def _spm_vocab() -> dict[str, Any]:
 
 
 VOCAB = 320
+EMBD_STD_TIED = 0.02
 
 
 def synthetic_specs(arch: str) -> list[tuple[str, tuple[int, ...], int, str]]:
@@ -129,6 +130,13 @@ def write_synthetic(path: str | os.PathLike[str], arch: str, seed: int = 0) -> P
     }
     tensors = {}
     for name, shape, qtype, init in synthetic_specs(arch):
+        if arch == "llama" and name == "token_embd.weight":
+            # tied output: at synth's std 1 the input token's own embedding dominates the
+            # residual stream and greedy decoding repeats it; rows of std 0.02 let the layers
+            # decide (a varied 16-token greedy run)
+            vals = rng.standard_normal(shape).astype(np.float32) * np.float32(EMBD_STD_TIED)
+            tensors[name] = TensorData.from_values(vals, qtype)
+            continue
         raw = tensor_bytes(TensorSpec(name, shape, qtype, init), rng)
         tensors[name] = TensorData(qtype, shape, raw)  # type: ignore[arg-type]
     return write_gguf(path, md, tensors)
