@@ -271,7 +271,6 @@ def runtime_factory(opts: RuntimeOptions):
         context = min(context, num_blocks * BLOCK_SIZE)
         progress(75, f"allocating {num_blocks} KV blocks ({opts.kv_cache_size_mb} MiB)")
         kv = model.new_kv_cache(num_blocks, BLOCK_SIZE)
-        weights_bytes = int(getattr(model.weights, "nbytes", 0) or 0)
         max_seqs = max(1, min(opts.max_concurrent, 256))
         config = EngineConfig(
             num_blocks=num_blocks,
@@ -286,9 +285,8 @@ def runtime_factory(opts: RuntimeOptions):
         )
         hook = _EngineHook()
         engine = LLMEngine(model, kv, config, tokenizer=tokenizer, metrics=hook)
-        vram = 0
-        if resident == "gpu":
-            vram = weights_bytes + num_blocks * BLOCK_SIZE * per_token
+        # The GPU backend counts what it actually holds in VRAM (weights + KV cache).
+        vram = int(getattr(model.backend, "vram_bytes_used", 0) or 0) if resident == "gpu" else 0
         name = opts.model if not Path(opts.model).is_file() else Path(opts.model).stem
         info = ModelInfo(
             name=name,
