@@ -14,8 +14,9 @@ import pytest
 from parity import Golden
 
 DATA = Path(__file__).parent / "data"
-# llama.cpp's perplexity on tests/models/data/gpl3_head.txt (scripts/perplexity_llamacpp.py,
-# llama-cpp-python 0.3.36, default f16 KV cache, one batch per chunk); see docs/models.md
+# llama.cpp's ``llama-perplexity`` on tests/models/data/gpl3_head.txt (built from the vendored
+# llama.cpp of llama-cpp-python 0.3.36; the same through its Python logits is recorded too);
+# see docs/models.md
 LLAMACPP_PPL = json.loads((Path(__file__).parent / "goldens" / "perplexity.json").read_text())
 
 
