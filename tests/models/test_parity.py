@@ -16,6 +16,13 @@ Two kinds of golden, made by llama-cpp-python 0.3.36 with an f32 KV cache:
   models, SmolLM2 Q4_1); greedy tokens equal up to the first step where llama.cpp's own
   top-2 margin is below ``MARGIN`` logits (there any correct implementation may pick the
   other token) — and for the real models at least 16 tokens on some prompt.
+
+Qwen2.5-Coder-1.5B: the first two positions of a prompt carry massive activations (a few
+dimensions ~1e3 larger than the rest); llama.cpp's Q8_K quantization of those rows wipes
+out the small dimensions, and its position-0 logits move by up to 7 (KL ~5). llama.cpp on
+the exactly dequantized F32 weights gives our logits (position 0 of prompt 0: 7.86 / 7.65 /
+7.59 for both), so the quantized comparison skips those two positions and the ``-f32``
+golden covers them exactly.
 """
 
 from __future__ import annotations
@@ -101,6 +108,7 @@ SLOW = [
     ("qwen2.5-0.5b", None, None, "real"),
     ("qwen2.5-0.5b-q4_0", None, None, "real"),
     ("qwen2.5-1.5b", None, None, "real"),
+    ("qwen2.5-1.5b-f32", None, None, "exact"),
 ]
 CASES = [pytest.param(*c, id=f"{c[0]}-{'all' if c[1] is None else 'subset'}") for c in DEFAULT] + [
     pytest.param(*c, id=f"{c[0]}-all", marks=pytest.mark.slow) for c in SLOW
