@@ -17,9 +17,10 @@ Two kinds of golden, made by llama-cpp-python 0.3.36 with an f32 KV cache:
   top-2 margin is below ``MARGIN`` logits (there any correct implementation may pick the
   other token) — and for the real models at least 16 tokens on some prompt.
 
-Qwen2.5-Coder-1.5B: the first two positions of a prompt carry massive activations (a few
-dimensions ~1e3 larger than the rest); llama.cpp's Q8_K quantization of those rows wipes
-out the small dimensions, and its position-0 logits move by up to 7 (KL ~5). llama.cpp on
+Qwen2.5-Coder-1.5B: at the first positions of a prompt llama.cpp's quantized path (Q8_K
+activations in every Q4_K/Q6_K matmul) moves the logits by up to 7 (KL ~5 at position 0,
+0.9 at position 1 of one prompt; both llama.cpp runs agree there, so its self-noise does not
+show it). llama.cpp on
 the exactly dequantized F32 weights gives our logits (position 0 of prompt 0: 7.86 / 7.65 /
 7.59 for both), so the quantized comparison skips those two positions and the ``-f32``
 golden covers them exactly.
@@ -121,7 +122,8 @@ def test_parity_with_llamacpp(
 ) -> None:  # noqa: ANN001
     golden = Golden.load(name)
     model = model_cache(golden_model_path(name))
-    p = run_model_on_golden(model, golden, prompts=prompts, n_greedy=n_greedy)
+    skip = 2 if name == "qwen2.5-1.5b" else 0  # see the module docstring
+    p = run_model_on_golden(model, golden, prompts=prompts, n_greedy=n_greedy, skip_positions=skip)
     p.greedy_len = [
         n_greedy or len(golden.greedy[i]) for i in (prompts or range(len(golden.prompts)))
     ]
