@@ -20,7 +20,12 @@ import numba
 import numpy as np
 from numba import cuda
 
-from orcd_toolkit.backends.cpu.ops import ROPE_NEOX, ROPE_NORM, rope_yarn_corr_dims
+from orcd_toolkit.backends.cpu.ops import (
+    ROPE_NEOX,
+    ROPE_NORM,
+    rope_inv_freq,
+    rope_yarn_ramp,
+)
 from orcd_toolkit.kernels._launch import numba_stream
 from orcd_toolkit.kernels.errors import KernelError
 
@@ -40,19 +45,13 @@ def rope_frequencies(
     """(float64 per-pair angular frequency [n_rot/2], mscale): theta_i(p) = p * f_i."""
     if n_rot % 2:
         raise KernelError(f"n_rot must be even, got {n_rot}")
-    half = n_rot // 2
-    i = np.arange(half, dtype=np.float64)
-    inv_freq = (np.float64(freq_base) ** (-2.0 / n_rot)) ** i
-    if freq_factors is not None:
-        ff = np.asarray(freq_factors, dtype=np.float64)
-        if ff.shape[0] < half:
-            raise KernelError(f"freq_factors has {ff.shape[0]} entries, need {half}")
-        inv_freq = inv_freq / ff[:half]
+    try:
+        inv_freq = rope_inv_freq(n_rot, freq_base, freq_factors)
+    except ValueError as exc:
+        raise KernelError(str(exc)) from None
     mscale = float(attn_factor)
     if ext_factor != 0.0:
-        low, high = rope_yarn_corr_dims(n_rot, n_ctx_orig, freq_base, beta_fast, beta_slow)
-        y = (i - low) / max(0.001, high - low)
-        ramp_mix = (1.0 - np.minimum(1.0, np.maximum(0.0, y))) * ext_factor
+        ramp_mix = rope_yarn_ramp(n_rot, n_ctx_orig, freq_base, beta_fast, beta_slow) * ext_factor
         freqs = inv_freq * (freq_scale * (1.0 - ramp_mix) + ramp_mix)
         mscale *= 1.0 + 0.1 * math.log(1.0 / freq_scale)
     else:

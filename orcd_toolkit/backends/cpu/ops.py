@@ -148,6 +148,37 @@ def rope_yarn_corr_dims(
     return float(max(0, start)), float(min(n_dims - 1, end))
 
 
+def rope_inv_freq(
+    n_rot: int, freq_base: float, freq_factors: np.ndarray | None = None
+) -> np.ndarray:
+    """float64 ``base^(-2i/n_rot) / freq_factors[i]`` per rotary pair ``i`` (n_rot even).
+
+    Shared by the reference tables below and the GPU RoPE wrapper, so both rotate by the same
+    frequencies. ggml builds theta by repeated float multiplication; computing the power in
+    double is within a few ulp of it and deterministic across backends.
+    """
+    half = n_rot // 2
+    inv_freq = (np.float64(freq_base) ** (-2.0 / n_rot)) ** np.arange(half, dtype=np.float64)
+    if freq_factors is not None:
+        ff = np.asarray(freq_factors, dtype=np.float64)
+        if ff.shape[0] < half:
+            raise ValueError(f"freq_factors has {ff.shape[0]} entries, need {half}")
+        inv_freq = inv_freq / ff[:half]
+    return inv_freq
+
+
+def rope_yarn_ramp(
+    n_rot: int, n_ctx_orig: int, freq_base: float, beta_fast: float, beta_slow: float
+) -> np.ndarray:
+    """YaRN's extrapolation weight per rotary pair (1 - ramp over the correction dims).
+
+    ggml-cpu/ops.cpp rope_yarn_ramp works on i0/2, i0 the even element index: the pair index.
+    """
+    low, high = rope_yarn_corr_dims(n_rot, n_ctx_orig, freq_base, beta_fast, beta_slow)
+    y = (np.arange(n_rot // 2, dtype=np.float64) - low) / max(0.001, high - low)
+    return 1.0 - np.minimum(1.0, np.maximum(0.0, y))
+
+
 def rope_cos_sin(
     positions: np.ndarray,
     n_rot: int,
@@ -170,26 +201,12 @@ def rope_cos_sin(
     """
     if n_rot % 2:
         raise ValueError(f"n_rot must be even, got {n_rot}")
-    half = n_rot // 2
-    i = np.arange(half, dtype=np.float64)
-    # ggml builds theta by repeated float multiplication; computing the power in double is
-    # within a few ulp of it and deterministic across backends.
-    theta_scale = np.float64(freq_base) ** (-2.0 / n_rot)
-    inv_freq = theta_scale**i
-    if freq_factors is not None:
-        ff = np.asarray(freq_factors, dtype=np.float64)
-        if ff.shape[0] < half:
-            raise ValueError(f"freq_factors has {ff.shape[0]} entries, need {half}")
-        inv_freq = inv_freq / ff[:half]
+    inv_freq = rope_inv_freq(n_rot, freq_base, freq_factors)
     theta_extrap = np.asarray(positions, dtype=np.float64)[:, None] * inv_freq[None, :]
     theta_interp = freq_scale * theta_extrap
     mscale = float(attn_factor)
     if ext_factor != 0.0:
-        low, high = rope_yarn_corr_dims(n_rot, n_ctx_orig, freq_base, beta_fast, beta_slow)
-        # rope_yarn_ramp works on i0/2 where i0 is the even element index, i.e. the pair index.
-        y = (i - low) / max(0.001, high - low)
-        ramp = 1.0 - np.minimum(1.0, np.maximum(0.0, y))
-        ramp_mix = ramp * ext_factor
+        ramp_mix = rope_yarn_ramp(n_rot, n_ctx_orig, freq_base, beta_fast, beta_slow) * ext_factor
         theta = theta_interp * (1.0 - ramp_mix) + theta_extrap * ramp_mix
         mscale *= 1.0 + 0.1 * math.log(1.0 / freq_scale)
     else:
