@@ -32,14 +32,48 @@ class QuantizedRows:
         return ops.dequantize(self.raw[idx], self.qtype, (idx.shape[0],) + self.shape[1:])
 
 
+ACTIVATIONS = ("exact", "ggml-cpu")
+
+# Q4_1 = 3 (block: f16 d, f16 m, 16 B), Q5_1 = 7 (f16 d, f16 m, 4 + 16 B): the types whose
+# dot with Q8_1 activations has a min term (ggml-common.h block_q4_1 / block_q5_1)
+_MIN_BLOCK_BYTES = {3: 20, 7: 24}
+
+
+def _block_mins(tensor: Any) -> np.ndarray | None:
+    """The per-32-block minima ``m`` of a Q4_1 / Q5_1 weight, [..., rows, cols / 32]."""
+    nbytes = _MIN_BLOCK_BYTES.get(int(tensor.qtype))
+    if nbytes is None:
+        return None
+    shape = tuple(tensor.shape)
+    raw = np.ascontiguousarray(tensor.raw()).reshape(shape[:-1] + (shape[-1] // 32, nbytes))
+    return np.ascontiguousarray(raw[..., 2:4]).view(np.float16)[..., 0].astype(np.float32)
+
+
 class NumpyBackend:
-    """Reference implementation of ``orcd_toolkit.backends.base.Backend``."""
+    """Reference implementation of ``orcd_toolkit.backends.base.Backend``.
+
+    ``activations``: "exact" (default) multiplies the dequantized weights by the f32
+    activations exactly. "ggml-cpu" first rounds the activations of every matmul the way
+    llama.cpp's CPU backend does for that weight's type (Q8_0 / Q8_K blocks, f16; see
+    ``ops.round_activations``), so that logits can be compared with llama.cpp's on the same
+    quantized file at the level of its arithmetic rather than of that rounding noise.
+    """
 
     name = "cpu"
 
+    def __init__(self, activations: str = "exact") -> None:
+        if activations not in ACTIVATIONS:
+            raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
+        self.activations = activations
+
     def load_weight(self, tensor: Any) -> np.ndarray:
         """Dequantize a GGUF tensor (anything with ``raw()``, ``qtype``, ``shape``) to f32."""
-        return ops.dequantize(tensor.raw(), int(tensor.qtype), tuple(tensor.shape))
+        w = ops.dequantize(tensor.raw(), int(tensor.qtype), tuple(tensor.shape))
+        if self.activations == "ggml-cpu":
+            scheme = ops.ggml_cpu_activation_scheme(int(tensor.qtype))
+            if scheme != "exact":
+                return ops.LinearWeight(w, scheme, _block_mins(tensor))
+        return w
 
     def load_embedding(self, tensor: Any) -> QuantizedRows:
         """Keep the table quantized and dequantize only the gathered rows: exact, and it
@@ -47,7 +81,8 @@ class NumpyBackend:
         return QuantizedRows(tensor.raw(), int(tensor.qtype), tuple(tensor.shape))
 
     def load_vector(self, tensor: Any) -> np.ndarray:
-        return self.load_weight(tensor)
+        # norms and biases are used elementwise, never as a matmul weight: no rounding tag
+        return ops.dequantize(tensor.raw(), int(tensor.qtype), tuple(tensor.shape))
 
     def to_host(self, x: Any) -> np.ndarray:
         return np.asarray(x)

@@ -17,6 +17,7 @@ never reorder or rename.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,10 @@ __all__ = [
     "rope_cos_sin",
     "rope",
     "matmul",
+    "round_activations",
+    "ACTIVATION_SCHEMES",
+    "ggml_cpu_activation_scheme",
+    "LinearWeight",
     "dequantize",
     "quant_matmul",
     "write_kv",
@@ -275,11 +280,160 @@ def rope(
 
 
 def matmul(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-    """Linear layer ``x [..., K] @ w[N, K].T (+ bias[N])`` (ggml_mul_mat; BLAS sgemm)."""
-    out = _f32(x) @ _f32(w).T
+    """Linear layer ``x [..., K] @ w[N, K].T (+ bias[N])`` (ggml_mul_mat; BLAS sgemm).
+
+    When ``w`` is a ``LinearWeight`` whose ``act_scheme`` is not "exact", ``x`` is first
+    rounded the way that scheme quantizes a matmul's activations (``round_activations``).
+    """
+    scheme = getattr(w, "act_scheme", "exact")
+    mins = getattr(w, "block_mins", None)
+    xr = round_activations(x, scheme) if scheme != "exact" else x
+    out = _f32(xr) @ _f32(w).T
+    if mins is not None:
+        # Q4_1 / Q5_1 dot Q8_1: llama.cpp adds min * s with s = f16(d * sum(q)) per block;
+        # the rounded activations above carry d' * sum(q) with d' = f16(d). Add the
+        # difference so the min term is rounded as llama.cpp rounds it.
+        out = out + q8_1_sum_error(x) @ _f32(mins).T
     if bias is not None:
         out = out + _f32(bias)
     return _f32(out)
+
+
+# How llama.cpp rounds the activations of a matmul before the dot products. ggml does not
+# multiply a quantized weight by f32 activations: it converts them to the weight type's
+# ``vec_dot_type`` first (type_traits_cpu in ggml-cpu/ggml-cpu.c; quantize_q8_1 in
+# ggml-cuda/quantize.cu), then dots integers. The reference can reproduce that rounding so that
+# its logits can be compared with llama.cpp's at the level of llama.cpp's own arithmetic, not
+# only at the level of the (larger) Q8 activation noise.
+#   "exact"  no rounding (the default: the reference is the exact product)
+#   "q8_0"   ggml-cpu x86 AVX quantize_row_q8_0 / _q8_1: blocks of 32, amax = max |x|,
+#            q = round-half-even(x * (127 / amax)), value q * f16(amax / 127)
+#   "q8_K"   quantize_row_q8_K_ref: blocks of 256, m = the x of largest |x| (first one),
+#            iscale = -127 / m, q = min(127, round-half-even(iscale * x)), value q * (1 / iscale)
+#   "q8_1"   ggml-cuda quantize_q8_1 (what int8 GPU matvec kernels do): blocks of 32,
+#            d = amax / 127, q = round-half-away(x / d), value q * f16(d)
+#   "f16", "bf16"  the F16 / BF16 weight types: x rounded to that float type
+ACTIVATION_SCHEMES = ("exact", "q8_0", "q8_K", "q8_1", "f16", "bf16")
+
+
+def round_activations(x: np.ndarray, scheme: str) -> np.ndarray:
+    """``x`` [..., K] as a quantized matmul sees it under ``scheme`` (ACTIVATION_SCHEMES).
+
+    Returns float32 values (quantize, then dequantize). The Q8 schemes need K to be a multiple
+    of their block size (32 or 256), as ggml does.
+    """
+    x = _f32(x)
+    if scheme == "exact":
+        return x
+    if scheme == "f16":
+        return x.astype(np.float16).astype(_F32)
+    if scheme == "bf16":
+        # GGML_FP32_TO_BF16: round to nearest even on the upper 16 bits; NaN stays NaN
+        u = np.ascontiguousarray(x).view(np.uint32).astype(np.uint64)
+        r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+        out = r.astype(np.uint32).view(_F32)
+        return np.where(np.isnan(x), x, out).astype(_F32)
+    if scheme not in ("q8_0", "q8_K", "q8_1"):
+        raise ValueError(f"unknown activation scheme {scheme!r}; expected one of {ACTIVATION_SCHEMES}")
+    block = 256 if scheme == "q8_K" else 32
+    k = x.shape[-1]
+    if k % block:
+        raise ValueError(f"{scheme} activations need a row length divisible by {block}, got {k}")
+    b = x.reshape(-1, k // block, block)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if scheme == "q8_K":
+            idx = np.abs(b).argmax(-1)[..., None]  # first index of the largest |x|
+            m = np.take_along_axis(b, idx, -1)
+            iscale = np.where(m != 0, _F32(-127.0) / m, _F32(0)).astype(_F32)
+            # via int32 as ggml's int8 q: a zero is +0, so 0 * negative d gives -0 like C
+            q = np.minimum(np.rint(iscale * b), 127).astype(np.int32).astype(_F32)
+            d = np.where(m != 0, _F32(1.0) / iscale, _F32(0)).astype(_F32)
+            out = (q * d).astype(_F32)
+        else:
+            amax = np.abs(b).max(-1, keepdims=True)
+            d = (amax / _F32(127.0)).astype(_F32)
+            if scheme == "q8_0":
+                inv = np.where(amax != 0, _F32(127.0) / amax, _F32(0)).astype(_F32)
+                q = np.rint(b * inv)
+            else:
+                v = np.where(amax != 0, b / d, _F32(0)).astype(_F32).astype(np.float64)
+                q = np.sign(v) * np.floor(np.abs(v) + 0.5)  # roundf: halves away from zero
+            q = q.astype(np.int32).astype(_F32)
+            out = (q * d.astype(np.float16).astype(_F32)).astype(_F32)
+    return out.reshape(x.shape)
+
+
+def q8_1_sum_error(x: np.ndarray) -> np.ndarray:
+    """Per 32-block of ``x`` [..., K]: ``f16(d * sum(q)) - f16(d) * sum(q)`` for ggml-cpu's
+    Q8_1 (the rounding of the block sum ``s`` that the min term of Q4_1 / Q5_1 uses)."""
+    x = _f32(x)
+    b = x.reshape(-1, x.shape[-1] // 32, 32)
+    amax = np.abs(b).max(-1)
+    d = (amax / _F32(127.0)).astype(_F32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.where(amax != 0, _F32(127.0) / amax, _F32(0)).astype(_F32)
+    qsum = np.rint(b * inv[..., None]).astype(np.int32).sum(-1).astype(_F32)
+    s = (d * qsum).astype(np.float16).astype(_F32)
+    err = s - d.astype(np.float16).astype(_F32) * qsum
+    return err.reshape(x.shape[:-1] + (x.shape[-1] // 32,)).astype(_F32)
+
+
+def ggml_cpu_activation_scheme(qtype: int) -> str:
+    """The ``round_activations`` scheme llama.cpp's CPU backend applies to the activations
+    multiplied by a weight of ggml type ``qtype`` (its ``vec_dot_type``)."""
+    from orcd_toolkit.gguf.types import GGMLType
+
+    qt = GGMLType(int(qtype))
+    if qt == GGMLType.F32:
+        return "exact"
+    if qt == GGMLType.F16:
+        return "f16"
+    if qt == GGMLType.BF16:
+        return "bf16"
+    if qt in (GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K):
+        return "q8_K"
+    # Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, MXFP4: Q8_0 / Q8_1 (the same q values and scale; Q8_1's
+    # extra f16 block sum only feeds the min term of Q4_1 / Q5_1, see docs/models.md)
+    return "q8_0"
+
+
+class LinearWeight(np.ndarray):
+    """A dequantized f32 weight matrix that remembers how its activations are rounded.
+
+    An ndarray subclass so that the models' slicing (fused QKV, expert stacks) keeps the
+    tag; ``matmul`` reads ``act_scheme`` and strips the subclass from its result.
+    """
+
+    act_scheme: str
+    block_mins: np.ndarray | None
+
+    def __new__(
+        cls, array: np.ndarray, act_scheme: str, block_mins: np.ndarray | None = None
+    ) -> LinearWeight:
+        if act_scheme not in ACTIVATION_SCHEMES:
+            raise ValueError(f"unknown activation scheme {act_scheme!r}")
+        obj = np.asarray(array, dtype=_F32).view(cls)
+        obj.act_scheme = act_scheme
+        if block_mins is not None and block_mins.shape[:-1] != obj.shape[:-1]:
+            raise ValueError(f"block_mins {block_mins.shape} do not match rows of {obj.shape}")
+        obj.block_mins = block_mins
+        return obj
+
+    def __array_finalize__(self, obj: object) -> None:
+        self.act_scheme = getattr(obj, "act_scheme", "exact")
+        self.block_mins = None  # valid only for the array it was made for (see __getitem__)
+
+    def __getitem__(self, key: object) -> Any:
+        out = super().__getitem__(key)
+        # an expert of a stack (w[e]) keeps its own rows' block minima; any other view
+        # drops them (the models never slice a weight otherwise)
+        if (
+            isinstance(out, LinearWeight)
+            and self.block_mins is not None
+            and isinstance(key, int | np.integer)
+        ):
+            out.block_mins = self.block_mins[key]
+        return out
 
 
 def dequantize(raw: np.ndarray, qtype: int, shape: tuple[int, ...]) -> np.ndarray:
