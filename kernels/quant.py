@@ -7,6 +7,13 @@ batch size. ``expert_matvec`` runs the same matvec for MoE, reading only the sel
 ``embed`` and ``dequantize`` decode rows with the same device code.
 
 Weights stay in their GGUF block format; every type of DESIGN.md section 6 is supported.
+
+Numerics of ``matvec`` / ``linear`` at up to ``Q8_MAX_BATCH`` vectors and of ``expert_matvec``
+on the block types (Q4_0 ... MXFP4), by default: x is first rounded to q8_1 per 32 values
+exactly as ``orcd_toolkit.backends.cpu.ops.round_activations(x, "q8_1")`` does (llama.cpp
+CUDA's quantize_q8_1), then multiplied by the exactly dequantized weights (integer dp4a dots,
+one f32 scale per chunk). ``q8_activations=False`` selects the f32 kernels (x used as is);
+F32/F16/BF16 weights always use them.
 """
 
 from __future__ import annotations
@@ -78,6 +85,11 @@ def _check_linear(out: Any, x: Any, w: QuantWeight, bias: Any) -> int:
     return n
 
 
+# int8 path: batches up to this many vectors (one launch per vector; measured on an H200,
+# docs/kernels.md); above it the f32 multi-vector kernel / tensor-core matmul
+Q8_MAX_BATCH = 8
+Q8_TALL_ROWS = 16384  # from here the int8 kernel gives each warp 4 rows (x chunk reused 4x)
+
 ROWS_PER_WARP_MIN_ROWS = 16384  # below this, one row per warp keeps enough warps in flight
 SPLIT_MIN_SEGMENTS = 4  # rows of at least 4 segments (128 chunks) are split over 4 warps
 
@@ -116,19 +128,64 @@ def _matvec_variant(w: QuantWeight, nb: int, rows_per_warp: int | None,
     return r, ks
 
 
+def _use_q8(w: QuantWeight, n: int, q8_activations: bool | None) -> bool:
+    block = int(w.qtype) in cuda_modules.BLOCK_QTYPE_IDS
+    if q8_activations is None:
+        return block and n <= Q8_MAX_BATCH
+    if q8_activations and not block:
+        raise KernelError(f"{w.qtype.name} weights have no int8 (q8_1 activation) kernel")
+    return bool(q8_activations)
+
+
+def _q8_launch(out: Any, x: Any, w: QuantWeight, bias: Any, stream: Any, *,
+               rows_per_warp: int | None, ctas_per_sm: int | None, pairs: int = 1,
+               expert_ids: Any = None, x_div: int = 1, x_stride: int = 0,
+               y_stride: int = 0) -> None:
+    """One launch of qmatvec_q8 (one input vector, or one per (token, slot) pair)."""
+    r = rows_per_warp or (4 if w.rows >= Q8_TALL_ROWS else 1)
+    if r not in cuda_modules.Q8_ROWS_PER_WARP:
+        raise KernelError(f"int8 matvec has no {r} rows/warp variant")
+    smem = (w.cols // 32) * 11 * 4  # XQ_WORDS words per 32-value chunk of x
+    if smem > 48 * 1024:
+        raise KernelError(f"int8 matvec: {w.cols} columns exceed the 48 KiB x staging")
+    ptr = int(w.data.data.ptr)
+    if ptr % 16:
+        raise KernelError("int8 matvec needs 16-byte aligned weight data")
+    per_sm = ctas_per_sm or (4 if r == 4 else 8)
+    blocks = min(cdiv(cdiv(w.rows, r), 4), max(1, _num_sms() * per_sm // pairs))
+    with on_stream(stream):
+        _fn(f"qmatvec_q8<{int(w.qtype)},{r}>", w.qtype)(
+            (blocks, pairs, 1), (128,),
+            (w.data, x, out, NULL if bias is None else bias, np.int32(w.rows), np.int32(w.cols),
+             np.int64(w.row_bytes), NULL if expert_ids is None else expert_ids,
+             np.int64(w.matrix_bytes), np.int32(x_div), np.int64(x_stride), np.int64(y_stride)),
+            shared_mem=smem,
+        )
+
+
 def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = None,
            rows_per_warp: int | None = None, warps_per_row: int | None = None,
-           pipelined: bool = True) -> None:
+           pipelined: bool = True, q8_activations: bool | None = None,
+           ctas_per_sm: int | None = None) -> None:
     """``out[n, rows] = x[n, cols] @ W.T (+ bias)`` for small n (memory-bound decode path).
 
-    One vector of a block type goes to the pipelined kernel (loads of the next segment in
-    flight while the current one is decoded); otherwise batches above 8 are split into
-    launches of 8/4/2/1 vectors, each reading W once. ``rows_per_warp`` / ``warps_per_row``
-    / ``pipelined`` override the automatic choice (benchmarks).
+    Block types at n <= ``Q8_MAX_BATCH`` (or with ``q8_activations=True``): the int8 kernel,
+    one launch per vector, x rounded to q8_1 (see the module docstring for the numerics).
+    Otherwise (``q8_activations=False``, F32/F16/BF16 weights, larger n) the f32 kernels:
+    one vector of a block type goes to the pipelined kernel (loads of the next segment in
+    flight while the current one is decoded), batches are split into launches of 8/4/2/1
+    vectors, each reading W once. ``rows_per_warp`` / ``warps_per_row`` / ``pipelined`` /
+    ``ctas_per_sm`` override the automatic choice (benchmarks).
     """
     n = _check_linear(out, x, w, bias)
     if w.num_experts:
         raise KernelError("matvec takes a single matrix; use expert_matvec for expert stacks")
+    if _use_q8(w, n, q8_activations):
+        for i in range(n):
+            xi, oi = (x, out) if n == 1 else (x[i:i + 1], out[i:i + 1])
+            _q8_launch(oi, xi, w, bias, stream, rows_per_warp=rows_per_warp,
+                       ctas_per_sm=ctas_per_sm)
+        return
     r = rows_per_warp or (4 if w.rows >= ROWS_PER_WARP_MIN_ROWS else 1)
     use_pipe = (pipelined and int(w.qtype) in cuda_modules.BLOCK_QTYPE_IDS
                 and _pipe_smem(w, r) <= 48 * 1024)
@@ -136,7 +193,7 @@ def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = 
         # tall matrices (the vocabulary): one pipelined launch per vector beats the
         # multi-vector kernel (H200, 151936x896 Q8_0: 8 x 57 us against 1319 us for 8)
         for i in range(n):
-            matvec(out[i:i + 1], x[i:i + 1], w, bias, stream=stream)
+            matvec(out[i:i + 1], x[i:i + 1], w, bias, stream=stream, q8_activations=False)
         return
     if n == 1 and use_pipe:
         if r not in cuda_modules.PIPE_ROWS_PER_WARP:
@@ -185,7 +242,8 @@ def matmul(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = 
 
 
 def linear(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = None) -> None:
-    """The linear layer of the forward pass: matvec up to 8 tokens, tensor-core matmul above."""
+    """The linear layer of the forward pass: matvec up to 8 tokens (int8 path for the block
+    types, see the module docstring), tensor-core matmul above."""
     if x.shape[0] <= MATVEC_MAX_BATCH:
         matvec(out, x, w, bias, stream=stream)
     else:
@@ -201,13 +259,15 @@ def expert_matvec(
     x_per_slot: bool,
     bias: Any = None,
     stream: Any = None,
+    q8_activations: bool | None = None,
 ) -> None:
     """MoE expert products reading only the selected experts.
 
     ``expert_ids`` int32 [T, k]; ``w`` a stack [E, rows, cols]; ``out`` [T, k, rows].
     With ``x_per_slot`` False, x is [T, cols] (every slot of token t reads x[t]: gate/up);
     with True, x is [T, k, cols] (down projection of each slot's own activation).
-    ``bias`` [E, rows] is added for the selected expert.
+    ``bias`` [E, rows] is added for the selected expert. Block types use the int8 kernel
+    (x rounded to q8_1 per (token, slot)) unless ``q8_activations`` is False.
     """
     if not w.num_experts:
         raise KernelError("expert_matvec needs an expert stack [E, rows, row_bytes]")
@@ -220,6 +280,16 @@ def expert_matvec(
         check(x, "x", np.float32, (t, w.cols))
     if bias is not None:
         check(bias, "bias", np.float32, (w.num_experts, w.rows))
+    block = int(w.qtype) in cuda_modules.BLOCK_QTYPE_IDS
+    if q8_activations is None:
+        q8_activations = block
+    if q8_activations:
+        if not block:
+            raise KernelError(f"{w.qtype.name} weights have no int8 (q8_1 activation) kernel")
+        _q8_launch(out, x, w, bias, stream, rows_per_warp=1, ctas_per_sm=None, pairs=t * k,
+                   expert_ids=expert_ids, x_div=1 if x_per_slot else k, x_stride=w.cols,
+                   y_stride=w.rows)
+        return
     _, ks = _matvec_variant(w, 1, 1, None)
     with on_stream(stream):
         _fn(f"qmatvec<{int(w.qtype)},1,1,{ks}>", w.qtype)(

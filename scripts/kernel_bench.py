@@ -134,30 +134,48 @@ def copies_for(nbytes: int) -> int:
     return max(1, min(64, -(-4 * PEAK["l2"] // nbytes)))
 
 
-def bench_linear(cp, b: Bench, quant, quick: bool) -> None:
-    rng = np.random.default_rng(0)
-    q32 = [GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.MXFP4, GGMLType.Q4_0, GGMLType.Q4_1,
-           GGMLType.Q5_1, GGMLType.F16, GGMLType.BF16, GGMLType.F32]
-    kq = [GGMLType.Q4_K, GGMLType.Q6_K, GGMLType.Q5_K]
+SIDE: dict[tuple[str, str, int], dict[str, tuple[float, float]]] = {}
+
+
+def side(qt: str, shape: str, n: int, path: str, seconds: float, nbytes: float) -> None:
+    """Keep (us, % of peak) per path for the f32-vs-int8 summary table."""
+    gbs = nbytes / seconds / 1e9
+    SIDE.setdefault((qt, shape, n), {})[path] = (seconds * 1e6, 100 * gbs / PEAK["bw"])
+
+
+def linear_cases(quick: bool) -> list[tuple[GGMLType, int, int, str]]:
+    """The real decode shapes per type (numpy order rows x cols = out x in)."""
+    q05 = [(896, 896, "qwen0.5b attn_q/o"), (4864, 896, "qwen0.5b ffn_gate/up"),
+           (896, 4864, "qwen0.5b ffn_down"), (151936, 896, "qwen0.5b vocab")]
+    kshapes = [(896, 4864, "qwen0.5b ffn_down"), (8960, 1536, "qwen1.5b ffn_gate/up"),
+               (1536, 8960, "qwen1.5b ffn_down"), (151936, 1536, "qwen1.5b vocab"),
+               (3072, 3072, "phi3 attn_out"), (16384, 3072, "phi3 ffn_gate_up"),
+               (3072, 8192, "phi3 ffn_down")]
     cases: list[tuple[GGMLType, int, int, str]] = []
-    for qt in q32:
-        shapes = [(896, 896, "qwen0.5b attn_q/o"), (4864, 896, "qwen0.5b ffn_gate/up"),
-                  (896, 4864, "qwen0.5b ffn_down"), (151936, 896, "qwen0.5b vocab")]
-        if qt == GGMLType.MXFP4:
-            shapes = [(2880, 2880, "gpt-oss expert"), (201088, 2880, "gpt-oss vocab")] + shapes[:3]
-        if quick or qt in (GGMLType.F32, GGMLType.BF16, GGMLType.Q4_1, GGMLType.Q5_1, GGMLType.Q4_0):
-            shapes = shapes[2:4] if qt != GGMLType.MXFP4 else shapes[:2]
-        if qt == GGMLType.MXFP4:
-            shapes = shapes[:2]
-        cases += [(qt, r, c, lab) for r, c, lab in shapes]
-    for qt in kq:
-        shapes = [(896, 4864, "qwen0.5b ffn_down"), (8960, 1536, "qwen1.5b ffn_gate/up"),
-                  (1536, 8960, "qwen1.5b ffn_down"), (151936, 1536, "qwen1.5b vocab"),
-                  (3072, 3072, "phi3 attn_out"), (16384, 3072, "phi3 ffn_gate_up")]
-        if quick or qt == GGMLType.Q5_K:
-            shapes = shapes[:4:3]
-        cases += [(qt, r, c, lab) for r, c, lab in shapes]
-    for qt, rows, cols, label in cases:
+    cases += [(GGMLType.Q8_0, r, c, lab) for r, c, lab in q05]
+    cases.append((GGMLType.Q8_0, 201088, 2880, "gpt-oss vocab"))
+    cases += [(GGMLType.Q5_0, r, c, lab) for r, c, lab in q05]
+    cases += [(GGMLType.MXFP4, 2880, 2880, "gpt-oss expert"),
+              (GGMLType.MXFP4, 5760, 2880, "gpt-oss expert gate_up"),
+              (GGMLType.MXFP4, 201088, 2880, "gpt-oss vocab (as MXFP4)")]
+    cases += [(GGMLType.Q4_K, r, c, lab) for r, c, lab in kshapes]
+    cases += [(GGMLType.Q6_K, r, c, lab) for r, c, lab in kshapes]
+    cases.append((GGMLType.Q6_K, 32064, 3072, "phi3 vocab"))
+    # the other block types must be correct (parity); one medium and one tall row each here
+    for qt in (GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_1, GGMLType.Q5_K):
+        cases.append((qt, 4864, 896, "qwen0.5b ffn_gate/up"))
+        cases.append((qt, 151936, 896 if qt != GGMLType.Q5_K else 1536, "vocab"))
+    for qt in (GGMLType.F16, GGMLType.BF16, GGMLType.F32):
+        cases.append((qt, 896, 4864, "qwen0.5b ffn_down"))
+    if quick:
+        keep = {"qwen0.5b attn_q/o", "qwen0.5b vocab", "qwen1.5b vocab", "gpt-oss expert"}
+        cases = [c for c in cases if c[3] in keep]
+    return cases
+
+
+def bench_linear(cp, b: Bench, quant, quick: bool, sweep: bool, prefill: bool) -> None:
+    rng = np.random.default_rng(0)
+    for qt, rows, cols, label in linear_cases(quick):
         one = random_blocks(qt, (rows, cols), rng)
         c = copies_for(one.nbytes)
         ws = []
@@ -167,58 +185,78 @@ def bench_linear(cp, b: Bench, quant, quick: bool) -> None:
             if i:
                 d[...] = base
             ws.append(quant.QuantWeight(d, qt, rows, cols))
-        for n in (1, 8, 32):
+        shape = f"{rows}x{cols} {label}"
+        block = int(qt) in quant.cuda_modules.BLOCK_QTYPE_IDS
+        for n in (1, 2, 4, 8, 32):
             x = cp.asarray(rng.normal(0, 1, (n, cols)).astype(np.float32))
             y = cp.empty((n, rows), cp.float32)
-            fn = quant.matvec if n <= quant.MATVEC_MAX_BATCH else quant.matmul
-            t = b.time_launches([lambda w=w, x=x, y=y, fn=fn: fn(y, x, w, stream=b.stream) for w in ws])
             nbytes = one.nbytes + x.nbytes + y.nbytes
-            kind = "matvec" if n <= quant.MATVEC_MAX_BATCH else "matmul_mma"
-            record(f"{kind} b={n}", qt.name, f"{rows}x{cols} {label}", t, nbytes)
-            if n == 1 and int(qt) in quant.cuda_modules.BLOCK_QTYPE_IDS:
-                t = b.time_launches([lambda w=w, x=x, y=y: quant.matvec(y, x, w, stream=b.stream, pipelined=False) for w in ws])
-                record("matvec b=1 unpipelined", qt.name, f"{rows}x{cols} {label}", t, nbytes)
-                if rows >= quant.ROWS_PER_WARP_MIN_ROWS:
-                    t = b.time_launches([lambda w=w, x=x, y=y: quant.matvec(y, x, w, stream=b.stream, rows_per_warp=1) for w in ws])
-                    record("matvec b=1 pipe 1 row/warp", qt.name, f"{rows}x{cols} {label}", t, nbytes)
-        if rows * cols <= 60e6:
+            if n > quant.MATVEC_MAX_BATCH:
+                t = b.time_launches([lambda w=w: quant.matmul(y, x, w, stream=b.stream) for w in ws])
+                record(f"matmul_mma b={n}", qt.name, shape, t, nbytes)
+                continue
+            paths = [("f32", False)] + ([("int8", True)] if block else [])
+            for path, q8 in paths:
+                t = b.time_launches([lambda w=w, q8=q8: quant.matvec(
+                    y, x, w, stream=b.stream, q8_activations=q8) for w in ws])
+                record(f"matvec {path} b={n}", qt.name, shape, t, nbytes)
+                side(qt.name, shape, n, path, t, nbytes)
+            if n == 1 and block and sweep:
+                for r in quant.cuda_modules.Q8_ROWS_PER_WARP:
+                    for per_sm in (2, 4, 8, 16):
+                        t = b.time_launches([lambda w=w, r=r, p=per_sm: quant.matvec(
+                            y, x, w, stream=b.stream, rows_per_warp=r, ctas_per_sm=p)
+                            for w in ws])
+                        record(f"matvec int8 b=1 R={r} ctas/SM={per_sm}", qt.name, shape, t,
+                               nbytes)
+        if prefill and rows * cols <= 60e6:
             n = 512
             x = cp.asarray(rng.normal(0, 1, (n, cols)).astype(np.float32))
             y = cp.empty((n, rows), cp.float32)
             t = b.time_launches([lambda w=w: quant.matmul(y, x, w, stream=b.stream) for w in ws[:4]],
                                 min_launches=16)
-            record("matmul_mma p=512", qt.name, f"{rows}x{cols} {label}", t, flops=2.0 * n * rows * cols)
-            if qt in (GGMLType.Q4_K, GGMLType.Q8_0, GGMLType.Q6_K) and label.endswith(("ffn_down", "gate/up")):
-                # the alternative the issue asks to measure: dequantize (per call) + cuBLAS f16
-                w32 = cp.empty((rows, cols), cp.float32)
-                w16 = cp.empty((rows, cols), cp.float16)
-                x16 = x.astype(cp.float16)
-                y16 = cp.empty((n, rows), cp.float16)
-
-                def deq_gemm(w=ws[0]) -> None:
-                    quant.dequantize(w32, w, stream=b.stream)
-                    w16[...] = w32
-                    cp.matmul(x16, w16.T, out=y16)
-
-                t = b.time_eager(deq_gemm)
-                record("dequant+cuBLAS p=512", qt.name, f"{rows}x{cols} {label}", t,
-                       flops=2.0 * n * rows * cols)
+            record("matmul_mma p=512", qt.name, shape, t, flops=2.0 * n * rows * cols)
         del ws, base
 
 
+def bench_launch_floor(cp, b: Bench, quant) -> None:
+    """The fixed cost under every small matvec: an empty kernel, and one of 128 threads x
+    1000 blocks, timed in the same graph method (what a 0.5-3 MB matrix cannot go below)."""
+    fn = quant.cuda_modules.function("quant", "empty_kernel", int(GGMLType.Q8_0))
+    y = cp.zeros(1, cp.float32)
+    for blocks in (1, 132, 1024):
+        t = b.time_launches([lambda blocks=blocks: fn((blocks,), (128,), (y,), stream=b.stream)])
+        ROWS.append(("empty kernel (graph)", "-", f"{blocks} blocks x 128", t * 1e6, 0.0, 0.0, "-"))
+        print(f"  empty kernel {blocks} blocks: {t * 1e6:.2f} us", flush=True)
+
+
 def bench_moe(cp, b: Bench, quant) -> None:
+    """Expert products of gpt-oss-20b: 4 of 32 MXFP4 experts per token. Each launch of the
+    graph reads a different set of experts (8 disjoint sets in turn), so the weights come from
+    HBM, not from the L2 the previous launch filled."""
     rng = np.random.default_rng(1)
     n_exp, k, d = 32, 4, 2880
-    raw = random_blocks(GGMLType.MXFP4, (n_exp, d, d), rng)
-    w = quant.QuantWeight(cp.asarray(raw), GGMLType.MXFP4, d, d)
-    for t_tok in (1, 8):
-        ids = cp.asarray(np.stack([rng.permutation(n_exp)[:k] for _ in range(t_tok)]).astype(np.int32))
-        x = cp.asarray(rng.normal(0, 1, (t_tok, d)).astype(np.float32))
-        y = cp.empty((t_tok, k, d), cp.float32)
-        tm = b.time_launches([lambda: quant.expert_matvec(y, x, w, ids, x_per_slot=False, stream=b.stream)])
-        distinct = len(np.unique(ids.get()))
-        record(f"expert_matvec T={t_tok}", "MXFP4", f"{n_exp}x{d}x{d} k={k} ({distinct} experts read)",
-               tm, distinct * w.matrix_bytes)
+    for rows in (2880, 5760):
+        raw = random_blocks(GGMLType.MXFP4, (n_exp, rows, d), rng)
+        w = quant.QuantWeight(cp.asarray(raw), GGMLType.MXFP4, rows, d)
+        for t_tok in (1, 8):
+            sets = []
+            for i in range(8):
+                pool = np.arange(4 * i, 4 * i + 4) if t_tok == 1 else rng.permutation(n_exp)[:8]
+                ids = np.stack([rng.permutation(pool)[:k] for _ in range(t_tok)]).astype(np.int32)
+                sets.append((cp.asarray(ids), len(np.unique(ids))))
+            x = cp.asarray(rng.normal(0, 1, (t_tok, d)).astype(np.float32))
+            y = cp.empty((t_tok, k, rows), cp.float32)
+            distinct = float(np.mean([n for _, n in sets]))
+            shape = f"{n_exp}x{rows}x{d} k={k} (~{distinct:.0f} experts read)"
+            for path, q8 in (("f32", False), ("int8", True)):
+                tm = b.time_launches([lambda ids=ids, q8=q8, w=w: quant.expert_matvec(
+                    y, x, w, ids, x_per_slot=False, stream=b.stream, q8_activations=q8)
+                    for ids, _ in sets])
+                nbytes = distinct * w.matrix_bytes
+                record(f"expert_matvec {path} T={t_tok}", "MXFP4", shape, tm, nbytes)
+                side("MXFP4", f"experts {rows}x{d} T={t_tok}", 1, path, tm, nbytes)
+        del w
 
 
 def bench_attention(cp, b: Bench, attn) -> None:
@@ -326,6 +364,16 @@ def bench_sampling(cp, b: Bench) -> None:
         record("sample top-k+top-p+min-p", "f32", f"N={n} V={vocab} hist=256", t, logits.nbytes * 2)
 
 
+def side_table() -> str:
+    lines = ["| type | shape | batch | f32 path us | f32 % of peak | int8 path us | int8 % of peak |",
+             "|---|---|---|---|---|---|---|"]
+    for (qt, shape, n), d in SIDE.items():
+        f = d.get("f32", (float("nan"),) * 2)
+        q = d.get("int8", (float("nan"),) * 2)
+        lines.append(f"| {qt} | {shape} | {n} | {f[0]:.2f} | {f[1]:.1f} % | {q[0]:.2f} | {q[1]:.1f} % |")
+    return "\n".join(lines)
+
+
 def table(name: str) -> str:
     lines = [f"device: {name}",
              f"peak: copy {PEAK['bw']:.0f} GB/s (read+write), cuBLAS f16 GEMM {PEAK['tflops']:.0f} TFLOP/s",
@@ -339,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--only", default="")
+    ap.add_argument("--only", default="", help="groups: linear,moe,floor,attn,small,sample")
+    ap.add_argument("--sweep", action="store_true", help="int8 rows/warp x CTAs/SM variants")
+    ap.add_argument("--prefill", action="store_true", help="also the 512-token matmul")
     args = ap.parse_args(argv)
 
     import cupy as cp
@@ -353,19 +403,22 @@ def main(argv: list[str] | None = None) -> int:
     b = Bench(cp, stream)
     t0 = time.perf_counter()
     measure_peaks(cp, b)
-    groups = set(filter(None, args.only.split(","))) or {"linear", "moe", "attn", "small", "sample"}
+    groups = set(filter(None, args.only.split(","))) or {"linear", "moe", "floor", "attn", "small",
+                                                           "sample"}
     steps = [("attn", lambda: bench_attention(cp, b, attention)),
              ("small", lambda: bench_small_ops(cp, b)),
              ("sample", lambda: bench_sampling(cp, b)),
+             ("floor", lambda: bench_launch_floor(cp, b, quant)),
              ("moe", lambda: bench_moe(cp, b, quant)),
-             ("linear", lambda: bench_linear(cp, b, quant, args.quick))]
+             ("linear", lambda: bench_linear(cp, b, quant, args.quick, args.sweep, args.prefill))]
     for g, fn in steps:
         if g in groups:
             try:
                 fn()
             except Exception:  # noqa: BLE001 - report and keep benchmarking the rest
                 traceback.print_exc()
-    text = table(name) + f"\nwall {time.perf_counter() - t0:.1f} s"
+    text = (table(name) + f"\n\ndevice: {name}; f32 path vs int8 path side by side\n"
+            + side_table() + f"\nwall {time.perf_counter() - t0:.1f} s")
     print(text)
     if args.out:
         args.out.write_text(text + "\n")

@@ -34,6 +34,12 @@ SENTINEL = np.float32(1234.5)
 # per-op tolerances on normalized MSE, and why
 TOL = {
     "matvec": 1e-10,  # exact dequantization, f32 products and sums: only summation order differs
+    # int8 path vs its twin round_activations(x, "q8_1") @ dequant(W).T: the same q values,
+    # integer dots, f32 per-chunk scales and sums (a single q off by one costs ~3e-10 at 896)
+    "matvec_q8": 1e-10,
+    # what the int8 path costs against the exact f32 product (x ~ N(0, 1): ~2e-5 expected,
+    # the q8_1 rounding llama.cpp's CUDA backend applies too); a bound, reported per shape
+    "q8_cost": 1e-3,
     "matmul_mma": 1e-6,  # x and dequantized w rounded to f16 (2^-11 relative), f32 accumulation
     "embed": 1e-12,  # the same f32 decode as gguf.quants; only (d*sc)*q vs d*(sc*q) rounding
     "norm": 1e-10,  # float64 reductions, f32 elementwise like the reference
@@ -43,6 +49,11 @@ TOL = {
     "activation": 1e-10,  # f32 exp/tanh, 1-2 ulp apart
     "moe_route": 1e-12,  # weights in float64; ids must match exactly
     "moe": 1e-10,  # matvec tolerance through the expert FFN
+    # int8 path through the FFN: the down projection rounds the GPU's own SwiGLU output, which
+    # is 1-2 ulp from the reference's, so a few of its q may sit on the other side of a
+    # rounding tie (each such flip ~1e-7 at 2880 columns); the exact per-product check is
+    # expert_matvec_q8 at the matvec_q8 tolerance
+    "moe_q8": 1e-5,
     "sampling": 0.0,  # token ids must match exactly (nMSE column: logprobs)
 }
 
@@ -161,10 +172,14 @@ def check_linear(cp, quant, qt: GGMLType, rows: int, cols: int, label: str, rng)
     w_ref = ops.dequantize(raw, int(qt), (rows, cols))
     w = quant.QuantWeight(cp.asarray(raw), qt, rows, cols)
     bias = rng.normal(0, 0.1, rows).astype(np.float32)
+    q8 = int(qt) in quant.cuda_modules.BLOCK_QTYPE_IDS
     for n in (1, 3, 8):
         x = rng.normal(0, 1, (n, cols)).astype(np.float32)
+        if n == 3:
+            x[1, :32] = 0.0  # an all-zero block: d = 0, q = 0
+            x[2, 32:64] *= 1e-3
         out, base = guarded(cp, (n, rows))
-        quant.matvec(out, cp.asarray(x), w, cp.asarray(bias))
+        quant.matvec(out, cp.asarray(x), w, cp.asarray(bias), q8_activations=False)
         ref = ops.matmul(x, w_ref, bias)
         record(
             "matvec",
@@ -174,6 +189,30 @@ def check_linear(cp, quant, qt: GGMLType, rows: int, cols: int, label: str, rng)
             TOL["matvec"],
             guard_ok(cp, base, n * rows),
         )
+        if q8:
+            out, base = guarded(cp, (n, rows))
+            quant.matvec(out, cp.asarray(x), w, cp.asarray(bias))  # the default: int8 path
+            got = out.get()
+            ref_q8 = ops.matmul(ops.round_activations(x, "q8_1"), w_ref, bias)
+            record(
+                "matvec_q8",
+                qt.name,
+                f"{rows}x{cols} n={n} {label}",
+                nmse(got, ref_q8),
+                TOL["matvec_q8"],
+                guard_ok(cp, base, n * rows),
+            )
+            if n == 1:
+                record("q8_cost", qt.name, f"{rows}x{cols} n=1 {label}", nmse(got, ref),
+                       TOL["q8_cost"], note="int8 path vs exact f32 product")
+    if q8:
+        for r in quant.cuda_modules.Q8_ROWS_PER_WARP:  # every variant, not only the default
+            x = rng.normal(0, 1, (1, cols)).astype(np.float32)
+            out, base = guarded(cp, (1, rows))
+            quant.matvec(out, cp.asarray(x), w, None, rows_per_warp=r, ctas_per_sm=1)
+            ref_q8 = ops.matmul(ops.round_activations(x, "q8_1"), w_ref)
+            record("matvec_q8", qt.name, f"{rows}x{cols} n=1 R={r} 1 cta/sm {label}",
+                   nmse(out.get(), ref_q8), TOL["matvec_q8"], guard_ok(cp, base, rows))
     for n in (37, 512) if rows * cols <= 16e6 else (37,):
         x = rng.normal(0, 1, (n, cols)).astype(np.float32)
         out, base = guarded(cp, (n, rows))
@@ -501,34 +540,47 @@ def check_moe(cp, quant, moe, act, rng) -> None:
         u = cp.empty((t, k, f), cp.float32)
         h = cp.empty((t, k, f), cp.float32)
         y = cp.empty((t, k, d), cp.float32)
-        out, base = guarded(cp, (t, d))
         xd = cp.asarray(x)
-        quant.expert_matvec(g, xd, wg, ids, x_per_slot=False, bias=cp.asarray(gb))
-        quant.expert_matvec(u, xd, wu, ids, x_per_slot=False, bias=cp.asarray(ub))
-        actf = act.swiglu_oai if qt == GGMLType.MXFP4 else act.swiglu
-        actf(h.reshape(t * k, f), g.reshape(t * k, f), u.reshape(t * k, f))
-        quant.expert_matvec(y, h, wd, ids, x_per_slot=True, bias=cp.asarray(db))
-        moe.combine(out, y, wts)
-        ref = ops.moe_experts(
-            x,
-            ref_ids,
-            ref_w,
-            ops.dequantize(raw_g, int(qt), (n_exp, f, d)),
-            ops.dequantize(raw_u, int(qt), (n_exp, f, d)),
-            ops.dequantize(raw_d, int(qt), (n_exp, d, f)),
-            gate_b=gb,
-            up_b=ub,
-            down_b=db,
-            activation="swiglu_oai" if qt == GGMLType.MXFP4 else "swiglu",
-        )
-        record(
-            "moe_experts",
-            qt.name,
-            f"{label} T={t} E={n_exp} k={k} d={d} f={f}",
-            nmse(out.get(), ref),
-            TOL["moe"],
-            guard_ok(cp, base, t * d),
-        )
+        for q8 in (False, True):
+            out, base = guarded(cp, (t, d))
+            quant.expert_matvec(g, xd, wg, ids, x_per_slot=False, bias=cp.asarray(gb),
+                                q8_activations=q8)
+            quant.expert_matvec(u, xd, wu, ids, x_per_slot=False, bias=cp.asarray(ub),
+                                q8_activations=q8)
+            actf = act.swiglu_oai if qt == GGMLType.MXFP4 else act.swiglu
+            actf(h.reshape(t * k, f), g.reshape(t * k, f), u.reshape(t * k, f))
+            quant.expert_matvec(y, h, wd, ids, x_per_slot=True, bias=cp.asarray(db),
+                                q8_activations=q8)
+            moe.combine(out, y, wts)
+            if q8:  # one expert product against its exact twin (same x on both sides)
+                wg_ref = ops.dequantize(raw_g, int(qt), (n_exp, f, d))
+                xr = ops.round_activations(x, "q8_1")
+                ref_g = np.stack([np.stack([ops.matmul(xr[i:i + 1], wg_ref[e], gb[e])[0]
+                                            for e in ref_ids[i]]) for i in range(t)])
+                record("expert_matvec_q8", qt.name, f"{label} gate T={t} k={k} {f}x{d}",
+                       nmse(g.get(), ref_g), TOL["matvec_q8"])
+            # the int8 path's twin: every expert product sees round_activations(x, "q8_1")
+            scheme = "q8_1" if q8 else "exact"
+            ref = ops.moe_experts(
+                x,
+                ref_ids,
+                ref_w,
+                ops.LinearWeight(ops.dequantize(raw_g, int(qt), (n_exp, f, d)), scheme),
+                ops.LinearWeight(ops.dequantize(raw_u, int(qt), (n_exp, f, d)), scheme),
+                ops.LinearWeight(ops.dequantize(raw_d, int(qt), (n_exp, d, f)), scheme),
+                gate_b=gb,
+                up_b=ub,
+                down_b=db,
+                activation="swiglu_oai" if qt == GGMLType.MXFP4 else "swiglu",
+            )
+            record(
+                "moe_experts" + ("_q8" if q8 else ""),
+                qt.name,
+                f"{label} T={t} E={n_exp} k={k} d={d} f={f}",
+                nmse(out.get(), ref),
+                TOL["moe_q8" if q8 else "moe"],
+                guard_ok(cp, base, t * d),
+            )
 
 
 def check_sampling(cp, sampling, rng, quick: bool) -> None:

@@ -309,3 +309,272 @@ template <> __device__ __forceinline__ void dequant_chunk<QT_MXFP4>(const u8* ro
         y[i + 16] = d * e2m1x2(q >> 4);
     }
 }
+
+// ---------------------------------------------------------------------------- int8 (q8_1) dots
+// The batch-1 decode path in the manner of llama.cpp's mmvq (ggml-cuda/mmvq.cu, vecdotq.cuh,
+// quantize.cu): x is rounded per 32 values to q8_1 (d = amax / 127, q = roundf(x / d), value
+// q * f16(d): orcd_toolkit.backends.cpu.ops.round_activations(x, "q8_1")) and every weight
+// chunk is dotted with it as integers (dp4a), then scaled once per chunk (per 16 for Q6_K).
+// Integer weight offsets (Q4_0's -8, Q5_0's -16, Q6_K's -32) and minima (Q4_1, Q5_1, Q4_K,
+// Q5_K) use the block sums of q, so the result is exactly sum(dequant(w) * q * f16(d)) up to
+// f32 rounding of the per-chunk scale products. Inline PTX throughout: the device's NVRTC
+// headers are incomplete (see the top of this file).
+
+// One 32-value chunk of x in q8_1, as staged in shared memory (XQ_WORDS words per chunk: an
+// odd stride, so 32 lanes reading 32 consecutive chunks hit 32 different banks).
+#define XQ_WORDS 11
+struct XQ8 {
+    int q[8];   // the 32 int8 values, 4 per word, element order
+    float d;    // f16(amax / 127) as float
+    int s_lo;   // sum of q[0..15]
+    int s;      // sum of all 32 q
+};
+
+__device__ __forceinline__ int dp4a(int a, int b, int c) {
+    int r;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+
+__device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel) {
+    u32 r;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+    return r;
+}
+
+__device__ __forceinline__ u32 shf_r(u32 lo, u32 hi, u32 sh) {
+    u32 r;
+    asm("shf.r.wrap.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(lo), "r"(hi), "r"(sh));
+    return r;
+}
+
+__device__ __forceinline__ u32 redux_max(u32 v) {
+    u32 r;
+    asm volatile("redux.sync.max.u32 %0, %1, 0xffffffff;" : "=r"(r) : "r"(v));
+    return r;
+}
+
+__device__ __forceinline__ int redux_add(int v) {
+    int r;
+    asm volatile("redux.sync.add.s32 %0, %1, 0xffffffff;" : "=r"(r) : "r"(v));
+    return r;
+}
+
+// N consecutive 32-bit words from p, where p is known to be ALIGN-byte aligned (shared memory).
+// Under 4-byte alignment: N + 1 aligned loads and a funnel shift each (half the instructions of
+// 16-bit loads). May read up to 4 bytes past p + 4N: the staging buffers are padded for it.
+template <int N, int ALIGN>
+__device__ __forceinline__ void ld_words(const u8* p, u32* v) {
+    if (ALIGN % 16 == 0 && N % 4 == 0) {
+#pragma unroll
+        for (int i = 0; i < N / 4; ++i) {
+            const uint4 t = ((const uint4*)p)[i];
+            v[4 * i] = t.x; v[4 * i + 1] = t.y; v[4 * i + 2] = t.z; v[4 * i + 3] = t.w;
+        }
+    } else if (ALIGN % 4 == 0) {
+#pragma unroll
+        for (int i = 0; i < N; ++i) v[i] = ((const u32*)p)[i];
+    } else {
+        const u32* a = (const u32*)((size_t)p & ~(size_t)3);
+        const u32 sh = ((u32)(size_t)p & 3u) * 8u;
+        u32 w[N + 1];
+#pragma unroll
+        for (int i = 0; i <= N; ++i) w[i] = a[i];
+#pragma unroll
+        for (int i = 0; i < N; ++i) v[i] = shf_r(w[i], w[i + 1], sh);
+    }
+}
+
+// Four 1-bit values (bits 0..3 of n) moved to bit 4 of bytes 0..3: the shifted copies of n in
+// n * 0x02040810 do not overlap, so the product is their OR.
+__device__ __forceinline__ u32 spread_bit4(u32 n) { return (n * 0x02040810u) & 0x10101010u; }
+
+// 8 nibbles (bytes 0..3, low and high nibble each) looked up in a 16-entry int8 table given as
+// four words (t0..t3: entries 0..15, 4 per word; entries 8..15 in t2, t3): lo gets the entries
+// of the low nibbles of bytes 0..3, hi those of the high nibbles. Entry e = 8*s + m is read as
+// table[m] from (t0,t1) or (t2,t3) by the sign bit s (prmt uses 3 selector bits per byte).
+__device__ __forceinline__ void lut16(u32 q, u32 t0, u32 t1, u32 t2, u32 t3, u32& lo, u32& hi) {
+    u32 r[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const u32 s = q >> (16 * h);  // nibbles lo(2h), hi(2h), lo(2h+1), hi(2h+1)
+        const u32 pos = prmt(t0, t1, s & 0x7777u);
+        const u32 neg = prmt(t2, t3, s & 0x7777u);
+        r[h] = prmt(pos, neg, 0x3210u | ((s & 0x8888u) >> 1));
+    }
+    lo = prmt(r[0], r[1], 0x6420u);
+    hi = prmt(r[0], r[1], 0x7531u);
+}
+
+// K-quant 6-bit scale/min pair j as integers (get_scale_min_k4).
+__device__ __forceinline__ void scale_min_k4_int(int j, const u8* q, int& sc, int& m) {
+    if (j < 4) {
+        sc = q[j] & 63;
+        m = q[j + 4] & 63;
+    } else {
+        sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+// Sum over chunk c (32 elements; b = chunk_base, i.e. the block or K-quant super-block) of
+// dequant(w) * q * d for x's q8_1 chunk.
+template <int QT> __device__ __forceinline__ float dot_q8(const u8* b, int c, const XQ8& x);
+
+template <> __device__ __forceinline__ float dot_q8<QT_Q4_0>(const u8* b, int, const XQ8& x) {
+    u32 v[4];
+    ld_words<4, 2>(b + 2, v);
+    int s = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        s = dp4a((int)(v[i] & 0x0F0F0F0Fu), x.q[i], s);
+        s = dp4a((int)((v[i] >> 4) & 0x0F0F0F0Fu), x.q[i + 4], s);
+    }
+    return h2f(ld16(b)) * x.d * (float)(s - 8 * x.s);
+}
+
+template <> __device__ __forceinline__ float dot_q8<QT_Q4_1>(const u8* b, int, const XQ8& x) {
+    u32 v[4];
+    ld_words<4, 4>(b + 4, v);
+    int s = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        s = dp4a((int)(v[i] & 0x0F0F0F0Fu), x.q[i], s);
+        s = dp4a((int)((v[i] >> 4) & 0x0F0F0F0Fu), x.q[i + 4], s);
+    }
+    return x.d * (h2f(ld16(b)) * (float)s + h2f(ld16(b + 2)) * (float)x.s);
+}
+
+template <> __device__ __forceinline__ float dot_q8<QT_Q5_0>(const u8* b, int, const XQ8& x) {
+    u32 v[5];  // qh, then 16 B of nibbles
+    ld_words<5, 2>(b + 2, v);
+    int s = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const u32 lo = (v[1 + i] & 0x0F0F0F0Fu) | spread_bit4((v[0] >> (4 * i)) & 0xFu);
+        const u32 hi = ((v[1 + i] >> 4) & 0x0F0F0F0Fu) | spread_bit4((v[0] >> (16 + 4 * i)) & 0xFu);
+        s = dp4a((int)lo, x.q[i], s);
+        s = dp4a((int)hi, x.q[i + 4], s);
+    }
+    return h2f(ld16(b)) * x.d * (float)(s - 16 * x.s);
+}
+
+template <> __device__ __forceinline__ float dot_q8<QT_Q5_1>(const u8* b, int, const XQ8& x) {
+    u32 v[5];
+    ld_words<5, 4>(b + 4, v);
+    int s = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const u32 lo = (v[1 + i] & 0x0F0F0F0Fu) | spread_bit4((v[0] >> (4 * i)) & 0xFu);
+        const u32 hi = ((v[1 + i] >> 4) & 0x0F0F0F0Fu) | spread_bit4((v[0] >> (16 + 4 * i)) & 0xFu);
+        s = dp4a((int)lo, x.q[i], s);
+        s = dp4a((int)hi, x.q[i + 4], s);
+    }
+    return x.d * (h2f(ld16(b)) * (float)s + h2f(ld16(b + 2)) * (float)x.s);
+}
+
+template <> __device__ __forceinline__ float dot_q8<QT_Q8_0>(const u8* b, int, const XQ8& x) {
+    u32 v[8];
+    ld_words<8, 2>(b + 2, v);
+    int s = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) s = dp4a((int)v[i], x.q[i], s);
+    return h2f(ld16(b)) * x.d * (float)s;
+}
+
+template <> __device__ __forceinline__ float dot_q8<QT_Q4_K>(const u8* b, int c, const XQ8& x) {
+    const int sub = c & 7;
+    u32 v[8];
+    ld_words<8, 16>(b + 16 + 32 * (sub >> 1), v);
+    const int shift = (sub & 1) * 4;
+    int s = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) s = dp4a((int)((v[i] >> shift) & 0x0F0F0F0Fu), x.q[i], s);
+    int sc, m;
+    scale_min_k4_int(sub, b + 4, sc, m);
+    return x.d * (h2f(ld16(b)) * (float)(sc * s) - h2f(ld16(b + 2)) * (float)(m * x.s));
+}
+
+template <> __device__ __forceinline__ float dot_q8<QT_Q5_K>(const u8* b, int c, const XQ8& x) {
+    const int sub = c & 7;
+    u32 v[8], h[8];
+    ld_words<8, 16>(b + 48 + 32 * (sub >> 1), v);
+    ld_words<8, 16>(b + 16, h);
+    const int shift = (sub & 1) * 4;
+    int s = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const u32 q = ((v[i] >> shift) & 0x0F0F0F0Fu) | (((h[i] >> sub) & 0x01010101u) << 4);
+        s = dp4a((int)q, x.q[i], s);
+    }
+    int sc, m;
+    scale_min_k4_int(sub, b + 4, sc, m);
+    return x.d * (h2f(ld16(b)) * (float)(sc * s) - h2f(ld16(b + 2)) * (float)(m * x.s));
+}
+
+template <> __device__ __forceinline__ float dot_q8<QT_Q6_K>(const u8* b, int c, const XQ8& x) {
+    const int sub = c & 7, h = sub >> 2, qq = sub & 3;
+    u32 lo[8], hi[8];
+    ld_words<8, 2>(b + 64 * h + 32 * (qq & 1), lo);
+    ld_words<8, 2>(b + 128 + 32 * h, hi);
+    const int lshift = 4 * (qq >> 1), hshift = 2 * qq;
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const u32 q = ((lo[i] >> lshift) & 0x0F0F0F0Fu) | (((hi[i] >> hshift) & 0x03030303u) << 4);
+        if (i < 4) s0 = dp4a((int)q, x.q[i], s0);
+        else s1 = dp4a((int)q, x.q[i], s1);
+    }
+    const i8* sc = (const i8*)(b + 192 + 8 * h + 2 * qq);
+    const int t = (int)sc[0] * (s0 - 32 * x.s_lo) + (int)sc[1] * (s1 - 32 * (x.s - x.s_lo));
+    return h2f(ld16(b + 208)) * x.d * (float)t;
+}
+
+template <> __device__ __forceinline__ float dot_q8<QT_MXFP4>(const u8* b, int, const XQ8& x) {
+    u32 v[4];
+    ld_words<4, 1>(b + 1, v);
+    int s = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        u32 lo, hi;
+        // kvalues_mxfp4 (doubled e2m1): 0 1 2 3 4 6 8 12, then the same negated
+        lut16(v[i], 0x03020100u, 0x0C080604u, 0xFDFEFF00u, 0xF4F8FAFCu, lo, hi);
+        s = dp4a((int)lo, x.q[i], s);
+        s = dp4a((int)hi, x.q[i + 4], s);
+    }
+    return e8m0_half(b[0]) * x.d * (float)s;
+}
+
+// Block-cooperative: x [cols] (f32, global) -> q8_1 chunks in shared memory (XQ_WORDS words
+// each). Warp w takes chunks w, w + nwarps, ...: lane l quantizes element l, the warp's amax
+// and sums come from redux.sync (|x| as u32 bits orders like the floats). The divisions are
+// IEEE (NVRTC's default -prec-div=true), as NumPy's, so q matches the reference bit for bit.
+__device__ __forceinline__ void quantize_x_q8_1(const float* __restrict__ x, int cols, u32* xs) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
+    const int nchunks = cols >> 5;
+    for (int c = warp; c < nchunks; c += nwarps) {
+        const float v = x[c * 32 + lane];
+        const float amax = __uint_as_float(redux_max(__float_as_uint(fabsf(v))));
+        const float d = amax / 127.f;
+        int q = amax == 0.f ? 0 : (int)roundf(v / d);
+        q = max(-127, min(127, q));
+        const int s_lo = redux_add(lane < 16 ? q : 0);
+        const int s = redux_add(q);
+        u32* dst = xs + c * XQ_WORDS;
+        ((i8*)dst)[lane] = (i8)q;
+        if (lane == 0) {
+            dst[8] = __float_as_uint(h2f(f2h(d)));
+            dst[9] = (u32)s_lo;
+            dst[10] = (u32)s;
+        }
+    }
+}
+
+__device__ __forceinline__ void load_xq8(const u32* xs, int c, XQ8& x) {
+    const u32* p = xs + c * XQ_WORDS;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) x.q[i] = (int)p[i];
+    x.d = __uint_as_float(p[8]);
+    x.s_lo = (int)p[9];
+    x.s = (int)p[10];
+}
