@@ -138,6 +138,18 @@ def run(model: Path, prompts: list[str], n_ctx: int, n_greedy: int) -> dict[str,
             llm.eval([greedy[-1]])
             row = np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float32)
         out[f"p{i}_greedy"] = np.array(greedy, dtype=np.int32)
+        # llama.cpp's own greedy continuation under its f16 KV cache: how far llama.cpp agrees
+        # with itself when only its rounding changes (the bar a bit-inexact implementation
+        # can be held to)
+        self_greedy: list[int] = []
+        row = noisy_logits[-1]
+        for _ in range(n_greedy):
+            self_greedy.append(int(np.argmax(row)))
+            if len(self_greedy) == n_greedy:
+                break
+            noisy.eval([self_greedy[-1]])
+            row = np.asarray(noisy.scores[noisy.n_tokens - 1], dtype=np.float32)
+        out[f"p{i}_self_greedy"] = np.array(self_greedy, dtype=np.int32)
         # top-1 minus top-2 logit at each greedy step: where it is below llama.cpp's own
         # noise, any correct implementation may pick the other token
         out[f"p{i}_greedy_margin"] = np.array(margins, dtype=np.float32)
@@ -174,8 +186,8 @@ def main() -> int:
         "settings": {
             "n_ctx": args.n_ctx,
             "n_batch": 512,
-            "n_threads": 2,
-            "kv_type": "f16 (default)",
+            "n_threads": 1,
+            "kv_type": "f32 (reference); f16 (default) for the self_* noise-floor run",
             "use_extra_bufts": False,
             "top_k": TOP_K,
             "logits_all": True,
