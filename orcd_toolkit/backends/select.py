@@ -4,19 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from orcd_toolkit.errors import NotAvailable
+from orcd_toolkit.errors import InvalidRequest, NotAvailable
 
 
-def select_backend(device: str = "auto") -> Any:
+def select_backend(device: str = "auto", activations: str = "exact") -> Any:
     """``cpu``: the NumPy reference. ``gpu``: the GPU backend (orcd_toolkit.kernels), or
     ``NotAvailable`` naming why not. ``auto``: the GPU when one is usable and its backend is
-    built, else the CPU."""
+    built, else the CPU.
+
+    ``activations="ggml-cpu"`` asks for the reference with llama.cpp's CPU rounding of matmul
+    activations (to compare with llama.cpp at the level of its arithmetic); only the NumPy
+    backend has it, so it needs ``device="cpu"``."""
     if device not in ("cpu", "gpu", "auto"):
         raise NotAvailable(f"unknown device {device!r} (cpu, gpu or auto)")
+    if activations not in ("exact", "ggml-cpu"):
+        raise InvalidRequest(f"unknown activations mode {activations!r} (exact or ggml-cpu)")
+    if activations != "exact" and device != "cpu":
+        raise InvalidRequest(
+            f"--activations {activations} is a mode of the NumPy reference: use --device cpu"
+        )
     if device == "cpu":
         from orcd_toolkit.backends.cpu import NumpyBackend
 
-        return NumpyBackend()
+        return NumpyBackend(activations=activations)
     try:
         from orcd_toolkit.kernels.device import gpu_status
 

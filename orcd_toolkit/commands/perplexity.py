@@ -16,6 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", choices=("cpu", "gpu", "auto"), default="auto")
     parser.add_argument(
+        "--activations",
+        choices=("exact", "ggml-cpu"),
+        default="exact",
+        help="NumPy reference only (--device cpu): ggml-cpu rounds every matmul's activations "
+        "as llama.cpp's CPU backend does (Q8_0/Q8_K/F16), to compare with llama.cpp",
+    )
+    parser.add_argument(
         "--dump-logprobs", metavar="FILE", help="write per-position top-k log-probs as JSON"
     )
     parser.add_argument(
@@ -41,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"--file {text_path}: {exc}") from None
     model_path = resolve_model(args.model)
-    backend = select_backend(args.device)
+    backend = select_backend(args.device, args.activations)
     model = load_model(model_path, backend, n_ctx=args.ctx)
     tokenizer = load_tokenizer(model.gguf_file)
     tokens = tokenizer.encode(text, add_special=True)

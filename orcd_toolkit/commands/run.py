@@ -23,6 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cpu", "gpu", "auto"), default="auto",
                         help="cpu = NumPy reference; auto = GPU when usable, else CPU")  # fmt: skip
     parser.add_argument(
+        "--activations",
+        choices=("exact", "ggml-cpu"),
+        default="exact",
+        help="NumPy reference only (--device cpu): ggml-cpu rounds every matmul's activations "
+        "as llama.cpp's CPU backend does (Q8_0/Q8_K/F16), to compare with llama.cpp",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print one JSON object instead of streaming text"
     )
 
@@ -43,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidRequest(f"--max-tokens must be >= 1, got {args.max_tokens}")
     t0 = time.monotonic()
     path = resolve_model(args.model)
-    backend = select_backend(args.device)
+    backend = select_backend(args.device, args.activations)
     from orcd_toolkit import gguf
 
     gf = gguf.load(path)

@@ -35,15 +35,18 @@ def synth_path():
 
 @pytest.fixture(scope="session")
 def model_cache():
-    """Load each model file once per session (NumPy backend)."""
+    """``model_cache(path, activations="exact")``: the model on the NumPy backend with that
+    activation rounding (see NumpyBackend), loaded once and kept until another is asked for."""
+    from orcd_toolkit.backends.cpu import NumpyBackend
     from orcd_toolkit.models import load_model
 
-    cache: dict[Path, object] = {}
+    cache: dict[tuple[Path, str], object] = {}
 
-    def get(path: Path):  # noqa: ANN202
-        if path not in cache:
+    def get(path: Path, activations: str = "exact"):  # noqa: ANN202
+        key = (Path(path), activations)
+        if key not in cache:
             cache.clear()  # keep at most one model (a few GiB of f32) resident
-            cache[path] = load_model(path)
-        return cache[path]
+            cache[key] = load_model(path, NumpyBackend(activations=activations))
+        return cache[key]
 
     return get

@@ -33,6 +33,8 @@ class Golden:
     greedy_margin: list[np.ndarray]
     self_kl: list[np.ndarray]
     self_top1: list[np.ndarray]
+    self_maxdiff: list[np.ndarray]
+    self_greedy: list[np.ndarray | None]
     last_row: np.ndarray
     meta: dict
 
@@ -50,6 +52,9 @@ class Golden:
                 greedy_margin=[z[f"p{i}_greedy_margin"] for i in range(n)],
                 self_kl=[z[f"p{i}_self_kl"] for i in range(n)],
                 self_top1=[z[f"p{i}_self_top1"] for i in range(n)],
+                self_maxdiff=[z[f"p{i}_self_maxdiff"] for i in range(n)],
+                self_greedy=[z[f"p{i}_self_greedy"] if f"p{i}_self_greedy" in z else None
+                             for i in range(n)],
                 last_row=z["p0_last_row"],
                 meta=json.loads(str(z["meta_json"])),
             )
@@ -88,13 +93,45 @@ class Parity:
     # greedy steps before llama.cpp's own top-2 margin first drops below ``margin``
     greedy_stable: list[int]
     greedy_len: list[int] = field(default_factory=list)
+    # positions whose llama.cpp top-2 margin exceeds llama.cpp's own f16-vs-f32-KV logit
+    # change there (its noise cannot flip the top-1), and our agreement on them
+    decidable: int = 0
+    decidable_agree: float = 1.0
+    # llama.cpp's own greedy (f16 KV) against its reference greedy: tokens equal per prompt
+    self_greedy_match: list[int] = field(default_factory=list)
+
+    @classmethod
+    def pool(cls, parts: list[Parity]) -> Parity:
+        """One Parity over the positions and prompts of several goldens of one model."""
+        n = sum(p.positions for p in parts)
+
+        def avg(attr: str) -> float:
+            return sum(getattr(p, attr) * p.positions for p in parts) / n
+
+        return cls(
+            positions=n,
+            top1_agree=avg("top1_agree"),
+            mean_kl=avg("mean_kl"),
+            max_kl=max(p.max_kl for p in parts),
+            last_row_kl=parts[0].last_row_kl,
+            decidable=sum(p.decidable for p in parts),
+            decidable_agree=sum(p.decidable_agree * p.decidable for p in parts)
+            / max(1, sum(p.decidable for p in parts)),
+            self_greedy_match=[m for p in parts for m in p.self_greedy_match],
+            greedy_match=[m for p in parts for m in p.greedy_match],
+            self_mean_kl=avg("self_mean_kl"),
+            self_top1=avg("self_top1"),
+            greedy_stable=[m for p in parts for m in p.greedy_stable],
+            greedy_len=[m for p in parts for m in p.greedy_len],
+        )
 
     def summary(self) -> str:
         return (
-            f"top1 {self.top1_agree:.4f} ({self.positions} pos; llama.cpp self {self.self_top1:.4f}), "
+            f"top1 {self.top1_agree:.4f} ({self.positions} pos; llama.cpp self {self.self_top1:.4f}; "
+            f"on {self.decidable} decidable {self.decidable_agree:.4f}), "
             f"mean KL {self.mean_kl:.2e} (self {self.self_mean_kl:.2e}), max KL {self.max_kl:.2e}, "
             f"last-row KL {self.last_row_kl:.2e}, greedy match {self.greedy_match} "
-            f"(stable prefix {self.greedy_stable})"
+            f"(stable prefix {self.greedy_stable}; llama.cpp self {self.self_greedy_match})"
         )
 
 
@@ -113,21 +150,34 @@ def compare(
 ) -> Parity:
     """``skip_positions``: leave each prompt's first positions out of top-1/KL (see
     test_parity.py for the one model where llama.cpp's quantized path distorts them)."""
-    agree, kls = [], []
+    agree, kls, decidable = [], [], []
     for i, logits in zip(prompts, prompt_logits, strict=True):
         ref_logp = golden.top_logits[i] - golden.lse[i][:, None]
         s = slice(skip_positions, None)
         agree.append(np.argmax(logits[s], -1) == golden.top_ids[i][s, 0])
         kls.append(lumped_kl(golden.top_ids[i][s], ref_logp[s], logits[s]))
+        top2 = golden.top_logits[i][s, 0] - golden.top_logits[i][s, 1]
+        decidable.append(top2 > golden.self_maxdiff[i][s])
     agree_all = np.concatenate(agree)
     kl_all = np.concatenate(kls)
-    matches = []
-    for ref, ours in zip([golden.greedy[i] for i in prompts], greedy, strict=True):
+    dec_all = np.concatenate(decidable)
+
+    def prefix(ref: np.ndarray, ours: list[int] | np.ndarray) -> int:
         n = 0
         while n < min(len(ref), len(ours)) and ref[n] == ours[n]:
             n += 1
-        matches.append(n)
+        return n
+
+    matches = [prefix(golden.greedy[i], g) for i, g in zip(prompts, greedy, strict=True)]
+    self_matches = [
+        prefix(golden.greedy[i], golden.self_greedy[i][: len(g)])
+        for i, g in zip(prompts, greedy, strict=True)
+        if golden.self_greedy[i] is not None
+    ]
     return Parity(
+        decidable=int(dec_all.sum()),
+        decidable_agree=float(agree_all[dec_all].mean()) if dec_all.any() else 1.0,
+        self_greedy_match=self_matches,
         positions=int(agree_all.size),
         top1_agree=float(agree_all.mean()),
         mean_kl=float(kl_all.mean()),

@@ -54,6 +54,19 @@ def test_run_chat_and_errors(smollm2_path) -> None:  # noqa: ANN001
         "run", "--model", str(smollm2_path), "--prompt", "x", "--max-tokens", "0", "--device", "cpu"
     )
     assert bad.returncode == 1 and "--max-tokens must be >= 1" in bad.stderr
+    gpu = _orcd("run", "--model", str(smollm2_path), "--prompt", "x", "--device", "gpu",
+                "--activations", "ggml-cpu")  # fmt: skip
+    assert gpu.returncode == 1 and "use --device cpu" in gpu.stderr, gpu.stderr
+
+
+def test_run_with_llamacpp_activation_rounding(smollm2_path) -> None:  # noqa: ANN001
+    """``--activations ggml-cpu`` reproduces llama.cpp's greedy tokens on a stable prompt."""
+    golden = Golden.load("smollm2-135m")
+    prompt = json.loads((Path(__file__).parent / "golden_prompts.json").read_text())["default"][5]
+    res = _orcd("run", "--model", str(smollm2_path), "--prompt", prompt, "--max-tokens", "16",
+                "--temperature", "0", "--device", "cpu", "--activations", "ggml-cpu", "--json")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["generated_ids"] == golden.greedy[5][:16].tolist()
 
 
 def _ppl(model: Path, ctx: int, dump: Path | None = None) -> float:

@@ -1,29 +1,35 @@
 """Logits and greedy continuations against llama.cpp goldens (scripts/golden_llamacpp.py).
 
-Two kinds of golden, made by llama-cpp-python 0.3.36 with an f32 KV cache:
+The goldens are llama-cpp-python 0.3.36 on the CPU with an f32 KV cache, for the
+``default`` prompts (7 short ones) and, as ``<name>-long``, the ``long`` prompt (~400 tokens of
+natural text: enough positions that a 99 % agreement rate is a measurement, not one or two
+coin flips). Each golden also records llama.cpp against itself (its default f16 KV cache):
+that noise floor is what the KL tolerance is measured against.
 
-* ``*-f32``: the model's weights dequantized exactly to F32 (``requantize``). llama.cpp then
-  does plain f32 arithmetic, and so does the NumPy reference: any semantic difference shows.
-  Measured: KL ~1e-11 per position, every top-1 and every greedy token equal. Tolerance
-  ``EXACT_KL`` = 1e-6 leaves room for summation order only.
-* the quantized file itself: llama.cpp quantizes activations to Q8 inside every quantized
-  matmul, we do not (exact dequantization, f32 matmul), so its logits carry a rounding noise
-  ours lack. The golden also records llama.cpp against itself (its default f16 KV cache vs the
-  f32 reference), which measures that noise on the same file. Tolerances (see docs/models.md
-  for the per-model numbers): mean KL <= ``QUANT_KL`` = 0.01 (measured 1e-5..5e-3, the same
-  order as llama.cpp's self-noise of 1e-6..7e-3); top-1 >= 99 %, or within 1 point of
-  llama.cpp's self-agreement where that is itself below 99 % (random-weight synthetic
-  models, SmolLM2 Q4_1); greedy tokens equal up to the first step where llama.cpp's own
-  top-2 margin is below ``MARGIN`` logits (there any correct implementation may pick the
-  other token) — and for the real models at least 16 tokens on some prompt.
+Why per-position top-1 is judged on "decidable" positions: on a quantized file llama.cpp's
+logits are a chaotic function of its rounding (Q8 activations: a 1e-7 relative perturbation of
+the embeddings moves SmolLM2's logits by 0.2..1.5, measured), so where two tokens are nearly
+tied any implementation that is not bit-identical to llama.cpp, llama.cpp with an f16 KV cache
+included, picks either. Measured over both goldens, llama.cpp agrees with itself on only
+92.7..100 % of positions (SmolLM2 96.4 %). A position is *decidable* when llama.cpp's top-2
+margin exceeds the logit change its own f16-KV run shows there (``self_maxdiff``); there the
+top-1 must agree (>= 99 %, the issue's bar; measured 100 % for every model in both modes).
+Overall agreement is printed and recorded in docs/models.md next to llama.cpp's self-agreement.
 
-Qwen2.5-Coder-1.5B: at the first positions of a prompt llama.cpp's quantized path (Q8_K
-activations in every Q4_K/Q6_K matmul) moves the logits by up to 7 (KL ~5 at position 0,
-0.9 at position 1 of one prompt; both llama.cpp runs agree there, so its self-noise does not
-show it). llama.cpp on
-the exactly dequantized F32 weights gives our logits (position 0 of prompt 0: 7.86 / 7.65 /
-7.59 for both), so the quantized comparison skips those two positions and the ``-f32``
-golden covers them exactly.
+Two numerics of the NumPy reference are compared:
+
+* ``ggml-cpu`` (``NumpyBackend(activations="ggml-cpu")``): every matmul's activations rounded
+  as llama.cpp's CPU backend rounds them for that weight type (Q8_0 / Q8_1 / Q8_K / F16; bit for
+  bit per op, tests/models/test_activation_rounding.py): llama.cpp's arithmetic up to
+  summation order. Bar: decidable top-1 >= 99 %; mean KL no larger than llama.cpp's own f16-KV
+  noise on the same positions; greedy tokens equal up to the first step where llama.cpp's own
+  top-2 margin is below ``MARGIN`` logits; for the real models at least 16 equal greedy tokens
+  on some prompt (how far llama.cpp's own f16-KV greedy follows its reference is printed too).
+* ``exact`` (the default, and what the GPU kernels are tested against): no rounding. On the
+  ``-f32`` goldens (weights dequantized exactly to F32, where llama.cpp does plain f32
+  arithmetic) it must match to summation order: KL <= ``EXACT_KL``, every top-1 and greedy
+  token equal. On the quantized files: decidable top-1 >= 99 % and mean KL <= ``QUANT_KL``
+  (measured 5e-4..4e-3, the order of llama.cpp's self-noise).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from parity import Golden, run_model_on_golden
+from parity import GOLDENS, Golden, Parity, run_model_on_golden
 
 EXACT_KL = 1e-6
 QUANT_KL = 1e-2
@@ -54,7 +60,7 @@ def golden_model_path(request, synth_path):  # noqa: ANN001, ANN201
     from orcd_toolkit.models.synth import cached_requant
 
     def resolve(name: str) -> Path:
-        base = name.removesuffix("-f32")
+        base = name.removesuffix("-long").removesuffix("-f32")
         if base.endswith("-tiny"):
             path = synth_path(base.removesuffix("-tiny"))
         elif base.startswith("smollm2"):
@@ -77,61 +83,91 @@ def golden_model_path(request, synth_path):  # noqa: ANN001, ANN201
     return resolve
 
 
-def _check_exact(p) -> None:  # noqa: ANN001
-    assert p.top1_agree == 1.0, p.summary()
-    assert p.mean_kl <= EXACT_KL, p.summary()
-    assert p.greedy_match == p.greedy_len, p.summary()
+def _run(golden_model_path, model_cache, name, prompts, n_greedy, activations) -> Parity:  # noqa: ANN001
+    golden = Golden.load(name)
+    model = model_cache(golden_model_path(name), activations)
+    p = run_model_on_golden(model, golden, prompts=prompts, n_greedy=n_greedy)
+    p.greedy_len = [n_greedy or len(golden.greedy[i]) for i in (prompts or range(len(golden.prompts)))]
+    return p
 
 
-def _check_quant(p, real: bool) -> None:  # noqa: ANN001
-    assert p.mean_kl <= QUANT_KL, p.summary()
-    assert p.top1_agree >= min(0.99, p.self_top1 - 0.01), p.summary()
+def _goldens(model: str) -> list[str]:
+    return [model] + ([f"{model}-long"] if (GOLDENS / f"{model}-long.npz").exists() else [])
+
+
+def _check_greedy(p: Parity, real: bool) -> None:
     assert all(m >= s for m, s in zip(p.greedy_match, p.greedy_stable, strict=True)), p.summary()
     if real:
         assert max(p.greedy_match) >= 16, p.summary()
 
 
-# name, prompts (None = all), greedy tokens, kind; the default suite runs a subset of the
-# real-model prompts (including the counting prompt, where greedy is stable for 32 tokens)
+# model, default-prompt subset (None = all), greedy tokens (None = all 32), real model; the
+# default suite runs the tiny models and a subset of SmolLM2 / Qwen 0.5B prompts
 DEFAULT = [
-    ("gpt2-124m-tiny", None, None, "quant"),
-    ("phi3-mini-4k-tiny", None, None, "quant"),
-    ("phi3-mini-4k-tiny-f32", None, None, "exact"),
-    ("gpt-oss-20b-tiny", None, None, "quant"),
-    ("smollm2-135m", [0, 5, 6], 16, "real"),
-    ("smollm2-135m-f32", [0, 5], 16, "exact"),
-    ("qwen2.5-0.5b", [0, 5], 16, "real"),
+    ("gpt2-124m-tiny", None, None, False),
+    ("phi3-mini-4k-tiny", None, None, False),
+    ("gpt-oss-20b-tiny", None, None, False),
+    ("smollm2-135m", [0, 5, 6], 16, True),
 ]
 SLOW = [
-    ("gpt-oss-20b-tiny-f32", None, None, "exact"),
-    ("smollm2-135m", None, None, "real"),
-    ("smollm2-135m-f32", None, None, "exact"),
-    ("qwen2.5-0.5b", None, None, "real"),
-    ("qwen2.5-0.5b-q4_0", None, None, "real"),
-    ("qwen2.5-1.5b", None, None, "real"),
-    ("qwen2.5-1.5b-f32", None, None, "exact"),
-]
-CASES = [pytest.param(*c, id=f"{c[0]}-{'all' if c[1] is None else 'subset'}") for c in DEFAULT] + [
-    pytest.param(*c, id=f"{c[0]}-all", marks=pytest.mark.slow) for c in SLOW
+    ("smollm2-135m", None, None, True),
+    ("qwen2.5-0.5b", None, None, True),
+    ("qwen2.5-0.5b-q4_0", None, None, True),
+    ("qwen2.5-1.5b", None, None, True),
 ]
 
 
-@pytest.mark.parametrize("name,prompts,n_greedy,kind", CASES)
-def test_parity_with_llamacpp(
-    golden_model_path, model_cache, name, prompts, n_greedy, kind
-) -> None:  # noqa: ANN001
-    golden = Golden.load(name)
-    model = model_cache(golden_model_path(name))
-    skip = 2 if name == "qwen2.5-1.5b" else 0  # see the module docstring
-    p = run_model_on_golden(model, golden, prompts=prompts, n_greedy=n_greedy, skip_positions=skip)
-    p.greedy_len = [
-        n_greedy or len(golden.greedy[i]) for i in (prompts or range(len(golden.prompts)))
+def _cases(default: list, slow: list) -> list:
+    ids = lambda c: f"{c[0]}-{'all' if c[1] is None else 'subset'}"  # noqa: E731
+    return [pytest.param(*c, id=ids(c)) for c in default] + [
+        pytest.param(*c, id=ids(c), marks=pytest.mark.slow) for c in slow
     ]
-    print(f"\n{name}: {p.summary()}")
-    if kind == "exact":
-        _check_exact(p)
+
+
+@pytest.mark.parametrize("model,prompts,n_greedy,real", _cases(DEFAULT, SLOW))
+def test_llamacpp_arithmetic_parity(
+    golden_model_path, model_cache, model, prompts, n_greedy, real
+) -> None:  # noqa: ANN001
+    parts = []
+    for name in _goldens(model):
+        sub = prompts if not name.endswith("-long") else None
+        parts.append(_run(golden_model_path, model_cache, name, sub, n_greedy, "ggml-cpu"))
+    p = Parity.pool(parts)
+    print(f"\n{model} [ggml-cpu] {_goldens(model)}: {p.summary()}")
+    assert p.decidable_agree >= 0.99, p.summary()
+    assert p.mean_kl <= p.self_mean_kl, p.summary()
+    _check_greedy(p, real)
+
+
+EXACT_DEFAULT = [
+    ("phi3-mini-4k-tiny-f32", None, None, False),
+    ("smollm2-135m-f32", [0, 5], 16, True),
+    ("qwen2.5-0.5b", [0, 5], 16, True),
+]
+EXACT_SLOW = [
+    ("gpt-oss-20b-tiny-f32", None, None, False),
+    ("smollm2-135m-f32", None, None, True),
+    ("qwen2.5-1.5b-f32", None, None, True),
+    ("gpt-oss-20b-tiny", None, None, False),
+    ("phi3-mini-4k-tiny", None, None, False),
+    ("smollm2-135m", None, None, True),
+    ("qwen2.5-0.5b", None, None, True),
+    ("qwen2.5-0.5b-q4_0", None, None, True),
+]
+
+
+@pytest.mark.parametrize("name,prompts,n_greedy,real", _cases(EXACT_DEFAULT, EXACT_SLOW))
+def test_exact_numerics(golden_model_path, model_cache, name, prompts, n_greedy, real) -> None:  # noqa: ANN001
+    p = _run(golden_model_path, model_cache, name, prompts, n_greedy, "exact")
+    print(f"\n{name} [exact]: {p.summary()}")
+    if name.endswith("-f32"):
+        assert p.top1_agree == 1.0, p.summary()
+        assert p.mean_kl <= EXACT_KL, p.summary()
+        assert p.greedy_match == p.greedy_len, p.summary()
     else:
-        _check_quant(p, real=kind == "real")
+        assert p.decidable_agree >= 0.99, p.summary()
+        assert p.mean_kl <= QUANT_KL, p.summary()
+        _check_greedy(p, real)
 
 
 @pytest.mark.parametrize(
@@ -145,8 +181,11 @@ def test_golden_prompt_ids_match_our_tokenizer(golden_model_path, name) -> None:
 
     from orcd_toolkit.tokenizer import load_tokenizer
 
-    golden = Golden.load(name)
+    prompts = json.loads((Path(__file__).parent / "golden_prompts.json").read_text())
     tok = load_tokenizer(golden_model_path(name))
-    prompts = json.loads((Path(__file__).parent / "golden_prompts.json").read_text())["default"]
-    for text, ids in zip(prompts, golden.prompts, strict=True):
-        assert tok.encode(text, add_special=True) == ids.tolist(), text
+    for golden_name, key in ((name, "default"), (f"{name}-long", "long")):
+        if not (GOLDENS / f"{golden_name}.npz").exists():
+            continue
+        golden = Golden.load(golden_name)
+        for text, ids in zip(prompts[key], golden.prompts, strict=True):
+            assert tok.encode(text, add_special=True) == ids.tolist(), text
