@@ -1,10 +1,9 @@
 """RMSNorm and LayerNorm, optionally fused with the residual add (Numba CUDA).
 
-One block per row; the reduction (written inline: a call to a Numba device function
-needs a GPU to pick its target, which would break the CI ``compile_ptx`` check) is a shared-memory tree in float64 (the NumPy reference,
-like ggml, accumulates in double), so the kernels also run on the CUDA simulator, which has
-no warp shuffles. Semantics: ``backends.cpu.ops.rms_norm`` / ``add_rms_norm`` /
-``layer_norm`` / ``add_layer_norm``. The fused forms write the new residual stream
+One block per row; the reduction is a shared-memory tree in float64 (``_reduce.block_sum``,
+inlined into each kernel; the NumPy reference, like ggml, accumulates in double), so the
+kernels also run on the CUDA simulator, which has no warp shuffles. Semantics:
+``backends.cpu.ops.rms_norm`` / ``add_rms_norm`` / ``layer_norm`` / ``add_layer_norm``. The fused forms write the new residual stream
 ``x + residual`` and the normalized output in one pass.
 """
 
@@ -18,6 +17,7 @@ import numpy as np
 from numba import cuda
 
 from orcd_toolkit.kernels._launch import numba_stream
+from orcd_toolkit.kernels._reduce import block_sum
 from orcd_toolkit.kernels.errors import KernelError
 
 MAX_THREADS = 256  # shared reduction buffer size; launches use a power of two <= this
@@ -38,15 +38,7 @@ def _rms_norm_kernel(x, residual, weight, out, resid_out, eps, fused):  # pragma
             resid_out[row, i] = v
         acc += numba.float64(v) * numba.float64(v)
     sh[tid] = acc
-    cuda.syncthreads()
-    s = nt // 2
-    while s > 0:
-        if tid < s:
-            sh[tid] += sh[tid + s]
-        cuda.syncthreads()
-        s //= 2
-    total = sh[0]
-    cuda.syncthreads()
+    total = block_sum(sh, tid, nt)
     scale = numba.float32(1.0 / math.sqrt(total / n + eps))
     for i in range(tid, n, nt):
         v = resid_out[row, i] if fused else x[row, i]
@@ -68,30 +60,14 @@ def _layer_norm_kernel(x, residual, weight, bias, out, resid_out, eps, fused):  
             resid_out[row, i] = v
         acc += numba.float64(v)
     sh[tid] = acc
-    cuda.syncthreads()
-    s = nt // 2
-    while s > 0:
-        if tid < s:
-            sh[tid] += sh[tid + s]
-        cuda.syncthreads()
-        s //= 2
-    mean = sh[0] / n
-    cuda.syncthreads()
+    mean = block_sum(sh, tid, nt) / n
     acc = 0.0
     for i in range(tid, n, nt):
         v = resid_out[row, i] if fused else x[row, i]
         c = numba.float64(v) - mean
         acc += c * c
     sh[tid] = acc
-    cuda.syncthreads()
-    s = nt // 2
-    while s > 0:
-        if tid < s:
-            sh[tid] += sh[tid + s]
-        cuda.syncthreads()
-        s //= 2
-    var = sh[0] / n
-    cuda.syncthreads()
+    var = block_sum(sh, tid, nt) / n
     scale = numba.float32(1.0 / math.sqrt(var + eps))
     for i in range(tid, n, nt):
         v = resid_out[row, i] if fused else x[row, i]

@@ -10,8 +10,9 @@ sampler chooses (``orcd_toolkit.engine.sampling``, docs/engine.md):
 
 No sort: the top-k and top-p cut-offs are found by bisection on the float bit patterns of
 ``p`` (exact, 31 steps), ties at the cut-off kept in id order. One block per row; block
-reductions in shared memory (runs on the CUDA simulator). The sampled token's log-probability
-is that of the raw logits (before penalties and temperature), as the engine reports it.
+reductions in shared memory (``_reduce``, inlined; runs on the CUDA simulator). The sampled
+token's log-probability is that of the raw logits (before penalties and temperature), as the
+engine reports it.
 
 Buffers from the caller: ``probs`` f32 [N, V] scratch; ``counts`` int32 [N, V] that must be
 all zero before the call and is left all zero after it (the count kernel adds, the clear
@@ -28,6 +29,7 @@ import numpy as np
 from numba import cuda
 
 from orcd_toolkit.kernels._launch import cdiv, numba_stream
+from orcd_toolkit.kernels._reduce import block_max, block_sum
 from orcd_toolkit.kernels.errors import KernelError
 
 MAX_THREADS = 1024
@@ -84,15 +86,7 @@ def _sample_kernel(logits, counts, probs, temperature, top_k, top_p, min_p, rep,
     for v in range(lo_i, hi_i):
         m = max(m, numba.float64(logits[n, v]))
     shf[tid] = m
-    cuda.syncthreads()
-    s = nt // 2
-    while s > 0:
-        if tid < s:
-            shf[tid] = max(shf[tid], shf[tid + s])
-        cuda.syncthreads()
-        s //= 2
-    raw_max = shf[0]
-    cuda.syncthreads()
+    raw_max = block_max(shf, tid, nt)
     acc = 0.0
     for v in range(lo_i, hi_i):
         acc += math.exp(numba.float64(logits[n, v]) - raw_max)
@@ -106,15 +100,7 @@ def _sample_kernel(logits, counts, probs, temperature, top_k, top_p, min_p, rep,
                 x = x - (r_freq * numba.float32(oc) + r_pres)
         probs[n, v] = x
     shf[tid] = acc
-    cuda.syncthreads()
-    s = nt // 2
-    while s > 0:
-        if tid < s:
-            shf[tid] += shf[tid + s]
-        cuda.syncthreads()
-        s //= 2
-    lse = raw_max + math.log(shf[0])
-    cuda.syncthreads()
+    lse = raw_max + math.log(block_sum(shf, tid, nt))
     temp = temperature[n]
     # -- max of the penalised logits (argmax for greedy: lowest id on ties)
     best = -math.inf
@@ -171,15 +157,7 @@ def _sample_kernel(logits, counts, probs, temperature, top_k, top_p, min_p, rep,
                 if probs[n, v] >= tau:
                     cnt += 1
             shi[tid] = cnt
-            cuda.syncthreads()
-            s = nt // 2
-            while s > 0:
-                if tid < s:
-                    shi[tid] += shi[tid + s]
-                cuda.syncthreads()
-                s //= 2
-            total_cnt = shi[0]
-            cuda.syncthreads()
+            total_cnt = block_sum(shi, tid, nt)
             if total_cnt >= k:
                 lo_b = mid
             else:
@@ -199,27 +177,10 @@ def _sample_kernel(logits, counts, probs, temperature, top_k, top_p, min_p, rep,
             ties += 1
     shi[tid] = cnt
     shf[tid] = mass
-    cuda.syncthreads()
-    s = nt // 2
-    while s > 0:
-        if tid < s:
-            shi[tid] += shi[tid + s]
-            shf[tid] += shf[tid + s]
-        cuda.syncthreads()
-        s //= 2
-    cnt_gt = shi[0]
-    mass_gt = shf[0]
-    cuda.syncthreads()
+    cnt_gt = block_sum(shi, tid, nt)
+    mass_gt = block_sum(shf, tid, nt)
     shi[tid] = ties
-    cuda.syncthreads()
-    s = nt // 2
-    while s > 0:
-        if tid < s:
-            shi[tid] += shi[tid + s]
-        cuda.syncthreads()
-        s //= 2
-    n_ties = shi[0]
-    cuda.syncthreads()
+    n_ties = block_sum(shi, tid, nt)
     if use_k:
         ties_allowed = k - cnt_gt
         kept_mass = mass_gt + ties_allowed * numba.float64(tau)
@@ -239,15 +200,7 @@ def _sample_kernel(logits, counts, probs, temperature, top_k, top_p, min_p, rep,
                 if p >= tq:
                     acc += numba.float64(p)
             shf[tid] = acc
-            cuda.syncthreads()
-            s = nt // 2
-            while s > 0:
-                if tid < s:
-                    shf[tid] += shf[tid + s]
-                cuda.syncthreads()
-                s //= 2
-            total = shf[0]
-            cuda.syncthreads()
+            total = block_sum(shf, tid, nt)
             if total >= target:
                 lo_b = mid
             else:
@@ -261,15 +214,7 @@ def _sample_kernel(logits, counts, probs, temperature, top_k, top_p, min_p, rep,
                 if p > tau:
                     mass_gt += numba.float64(p)
             shf[tid] = mass_gt
-            cuda.syncthreads()
-            s = nt // 2
-            while s > 0:
-                if tid < s:
-                    shf[tid] += shf[tid + s]
-                cuda.syncthreads()
-                s //= 2
-            mass_gt = shf[0]
-            cuda.syncthreads()
+            mass_gt = block_sum(shf, tid, nt)
             ties_allowed = V
         # ties at tau needed to reach the target: the shortest prefix whose mass reaches it
         need = int(math.ceil((target - mass_gt) / numba.float64(tau))) if tau > 0 else V
