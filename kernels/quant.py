@@ -85,10 +85,14 @@ def _check_linear(out: Any, x: Any, w: QuantWeight, bias: Any) -> int:
     return n
 
 
-# int8 path: batches up to this many vectors (one launch per vector; measured on an H200,
-# docs/kernels.md); above it the f32 multi-vector kernel / tensor-core matmul
+# int8 path: batches up to this many vectors (measured on an H200, docs/kernels.md); above
+# it the tensor-core matmul
 Q8_MAX_BATCH = 8
-Q8_TALL_ROWS = 16384  # from here the int8 kernel gives each warp 4 rows (x chunk reused 4x)
+# rows per warp of the int8 kernel by matrix rows: more rows per warp share each x chunk
+# (fewer instructions per weight byte), fewer keep more warps busy on short matrices
+Q8_ROWS_PER_WARP_BY_ROWS: tuple[tuple[int, int], ...] = ((4096, 4), (2048, 2), (0, 1))
+Q8_CTAS_PER_SM = 8  # grid cap of the int8 kernel (blocks of 128 threads per SM)
+Q8_XQ_BYTES = 11 * 4  # shared memory per 32-value chunk of x in q8_1 (XQ_WORDS words)
 
 ROWS_PER_WARP_MIN_ROWS = 16384  # below this, one row per warp keeps enough warps in flight
 SPLIT_MIN_SEGMENTS = 4  # rows of at least 4 segments (128 chunks) are split over 4 warps
@@ -137,24 +141,44 @@ def _use_q8(w: QuantWeight, n: int, q8_activations: bool | None) -> bool:
     return bool(q8_activations)
 
 
-def _q8_launch(out: Any, x: Any, w: QuantWeight, bias: Any, stream: Any, *,
-               rows_per_warp: int | None, ctas_per_sm: int | None, pairs: int = 1,
-               expert_ids: Any = None, x_div: int = 1, x_stride: int = 0,
-               y_stride: int = 0) -> None:
-    """One launch of qmatvec_q8 (one input vector, or one per (token, slot) pair)."""
-    r = rows_per_warp or (4 if w.rows >= Q8_TALL_ROWS else 1)
-    if r not in cuda_modules.Q8_ROWS_PER_WARP:
-        raise KernelError(f"int8 matvec has no {r} rows/warp variant")
-    smem = (w.cols // 32) * 11 * 4  # XQ_WORDS words per 32-value chunk of x
-    if smem > 48 * 1024:
-        raise KernelError(f"int8 matvec: {w.cols} columns exceed the 48 KiB x staging")
-    ptr = int(w.data.data.ptr)
-    if ptr % 16:
+def _q8_stage_bytes(w: QuantWeight, r: int, stages: int) -> int:
+    """Static shared memory of qmatvec_q8: 4 warps x stages x r rows x padded segment."""
+    layout = LAYOUTS[w.qtype]
+    seg = 4 * layout.block_bytes if layout.block_elems == 256 else 32 * layout.block_bytes
+    return 4 * stages * r * (((seg + 15) // 16 + 2) * 16)
+
+
+def _q8_variant(w: QuantWeight, nb: int, rows_per_warp: int | None,
+                stages: int | None) -> tuple[int, int]:
+    """(rows per warp, ring stages) of qmatvec_q8 for nb vectors."""
+    if nb > 1:
+        r, st = rows_per_warp or 1, stages or 4
+    else:
+        r = rows_per_warp or next(r for lim, r in Q8_ROWS_PER_WARP_BY_ROWS if w.rows >= lim)
+        st = stages or {1: 4, 2: 4, 4: 2}[r]
+    if (r, nb, st) not in cuda_modules.Q8_VARIANTS:
+        raise KernelError(f"int8 matvec has no variant of {r} rows/warp, {nb} vectors, "
+                          f"{st} stages")
+    return r, st
+
+
+def _q8_launch(out: Any, x: Any, w: QuantWeight, bias: Any, stream: Any, *, nb: int = 1,
+               rows_per_warp: int | None = None, stages: int | None = None,
+               ctas_per_sm: int | None = None, pairs: int = 1, expert_ids: Any = None,
+               x_div: int = 1, x_stride: int = 0, y_stride: int = 0) -> None:
+    """One launch of qmatvec_q8: nb input vectors, or one per (token, slot) pair (MoE)."""
+    r, st = _q8_variant(w, nb, rows_per_warp, stages)
+    smem = nb * (w.cols // 32) * Q8_XQ_BYTES
+    if smem + _q8_stage_bytes(w, r, st) > 48 * 1024:
+        raise KernelError(f"int8 matvec: {nb} x {w.cols} columns exceed the 48 KiB of shared memory")
+    if int(w.data.data.ptr) % 16:
         raise KernelError("int8 matvec needs 16-byte aligned weight data")
-    per_sm = ctas_per_sm or (4 if r == 4 else 8)
+    if w.matrix_bytes >= 2**32:
+        raise KernelError("int8 matvec: one weight matrix must be under 4 GiB (32-bit offsets)")
+    per_sm = ctas_per_sm or Q8_CTAS_PER_SM
     blocks = min(cdiv(cdiv(w.rows, r), 4), max(1, _num_sms() * per_sm // pairs))
     with on_stream(stream):
-        _fn(f"qmatvec_q8<{int(w.qtype)},{r}>", w.qtype)(
+        _fn(f"qmatvec_q8<{int(w.qtype)},{r},{nb},{st}>", w.qtype)(
             (blocks, pairs, 1), (128,),
             (w.data, x, out, NULL if bias is None else bias, np.int32(w.rows), np.int32(w.cols),
              np.int64(w.row_bytes), NULL if expert_ids is None else expert_ids,
@@ -163,28 +187,42 @@ def _q8_launch(out: Any, x: Any, w: QuantWeight, bias: Any, stream: Any, *,
         )
 
 
+def _q8_batches(w: QuantWeight, n: int) -> list[int]:
+    """Vectors per launch for n vectors: 8/4/2/1 as the q8 x staging fits shared memory."""
+    out = []
+    while n:
+        nb = next(b for b in (8, 4, 2, 1) if b <= n and (b == 1 or (
+            b * (w.cols // 32) * Q8_XQ_BYTES + _q8_stage_bytes(w, 1, 4) <= 48 * 1024)))
+        out.append(nb)
+        n -= nb
+    return out
+
+
 def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = None,
            rows_per_warp: int | None = None, warps_per_row: int | None = None,
            pipelined: bool = True, q8_activations: bool | None = None,
-           ctas_per_sm: int | None = None) -> None:
+           stages: int | None = None, ctas_per_sm: int | None = None) -> None:
     """``out[n, rows] = x[n, cols] @ W.T (+ bias)`` for small n (memory-bound decode path).
 
     Block types at n <= ``Q8_MAX_BATCH`` (or with ``q8_activations=True``): the int8 kernel,
-    one launch per vector, x rounded to q8_1 (see the module docstring for the numerics).
+    up to 8 vectors per launch (W read once for them), x rounded to q8_1 (see the module
+    docstring for the numerics).
     Otherwise (``q8_activations=False``, F32/F16/BF16 weights, larger n) the f32 kernels:
     one vector of a block type goes to the pipelined kernel (loads of the next segment in
     flight while the current one is decoded), batches are split into launches of 8/4/2/1
     vectors, each reading W once. ``rows_per_warp`` / ``warps_per_row`` / ``pipelined`` /
-    ``ctas_per_sm`` override the automatic choice (benchmarks).
+    ``stages`` / ``ctas_per_sm`` override the automatic choice (benchmarks).
     """
     n = _check_linear(out, x, w, bias)
     if w.num_experts:
         raise KernelError("matvec takes a single matrix; use expert_matvec for expert stacks")
     if _use_q8(w, n, q8_activations):
-        for i in range(n):
-            xi, oi = (x, out) if n == 1 else (x[i:i + 1], out[i:i + 1])
-            _q8_launch(oi, xi, w, bias, stream, rows_per_warp=rows_per_warp,
-                       ctas_per_sm=ctas_per_sm)
+        start = 0
+        for nb in _q8_batches(w, n):
+            xi, oi = (x, out) if nb == n else (x[start:start + nb], out[start:start + nb])
+            _q8_launch(oi, xi, w, bias, stream, nb=nb, rows_per_warp=rows_per_warp,
+                       stages=stages, ctas_per_sm=ctas_per_sm)
+            start += nb
         return
     r = rows_per_warp or (4 if w.rows >= ROWS_PER_WARP_MIN_ROWS else 1)
     use_pipe = (pipelined and int(w.qtype) in cuda_modules.BLOCK_QTYPE_IDS
@@ -286,9 +324,8 @@ def expert_matvec(
     if q8_activations:
         if not block:
             raise KernelError(f"{w.qtype.name} weights have no int8 (q8_1 activation) kernel")
-        _q8_launch(out, x, w, bias, stream, rows_per_warp=1, ctas_per_sm=None, pairs=t * k,
-                   expert_ids=expert_ids, x_div=1 if x_per_slot else k, x_stride=w.cols,
-                   y_stride=w.rows)
+        _q8_launch(out, x, w, bias, stream, pairs=t * k, expert_ids=expert_ids,
+                   x_div=1 if x_per_slot else k, x_stride=w.cols, y_stride=w.rows)
         return
     _, ks = _matvec_variant(w, 1, 1, None)
     with on_stream(stream):

@@ -162,9 +162,11 @@ def linear_cases(quick: bool) -> list[tuple[GGMLType, int, int, str]]:
     cases += [(GGMLType.Q6_K, r, c, lab) for r, c, lab in kshapes]
     cases.append((GGMLType.Q6_K, 32064, 3072, "phi3 vocab"))
     # the other block types must be correct (parity); one medium and one tall row each here
-    for qt in (GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_1, GGMLType.Q5_K):
+    for qt in (GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_1):
         cases.append((qt, 4864, 896, "qwen0.5b ffn_gate/up"))
-        cases.append((qt, 151936, 896 if qt != GGMLType.Q5_K else 1536, "vocab"))
+        cases.append((qt, 151936, 896, "vocab"))
+    cases += [(GGMLType.Q5_K, 8960, 1536, "qwen1.5b ffn_gate/up"),
+              (GGMLType.Q5_K, 151936, 1536, "vocab")]
     for qt in (GGMLType.F16, GGMLType.BF16, GGMLType.F32):
         cases.append((qt, 896, 4864, "qwen0.5b ffn_down"))
     if quick:
@@ -173,9 +175,13 @@ def linear_cases(quick: bool) -> list[tuple[GGMLType, int, int, str]]:
     return cases
 
 
-def bench_linear(cp, b: Bench, quant, quick: bool, sweep: bool, prefill: bool) -> None:
+def bench_linear(cp, b: Bench, quant, quick: bool, sweep: bool, prefill: bool,
+                 match: str = "") -> None:
     rng = np.random.default_rng(0)
+    keys = [k for k in match.split(",") if k]
     for qt, rows, cols, label in linear_cases(quick):
+        if keys and not any(k in f"{qt.name} {rows}x{cols} {label}" for k in keys):
+            continue
         one = random_blocks(qt, (rows, cols), rng)
         c = copies_for(one.nbytes)
         ws = []
@@ -202,13 +208,15 @@ def bench_linear(cp, b: Bench, quant, quick: bool, sweep: bool, prefill: bool) -
                 record(f"matvec {path} b={n}", qt.name, shape, t, nbytes)
                 side(qt.name, shape, n, path, t, nbytes)
             if n == 1 and block and sweep:
-                for r in quant.cuda_modules.Q8_ROWS_PER_WARP:
-                    for per_sm in (2, 4, 8, 16):
-                        t = b.time_launches([lambda w=w, r=r, p=per_sm: quant.matvec(
-                            y, x, w, stream=b.stream, rows_per_warp=r, ctas_per_sm=p)
+                for r, nb, st in quant.cuda_modules.Q8_VARIANTS:
+                    if nb > 1 or st == 8:
+                        continue
+                    for per_sm in (4, 8):
+                        t = b.time_launches([lambda w=w, r=r, p=per_sm, st=st: quant.matvec(
+                            y, x, w, stream=b.stream, rows_per_warp=r, stages=st, ctas_per_sm=p)
                             for w in ws])
-                        record(f"matvec int8 b=1 R={r} ctas/SM={per_sm}", qt.name, shape, t,
-                               nbytes)
+                        record(f"matvec int8 b=1 R={r} S={st} ctas/SM={per_sm}", qt.name, shape,
+                               t, nbytes)
         if prefill and rows * cols <= 60e6:
             n = 512
             x = cp.asarray(rng.normal(0, 1, (n, cols)).astype(np.float32))
@@ -390,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="groups: linear,moe,floor,attn,small,sample")
     ap.add_argument("--sweep", action="store_true", help="int8 rows/warp x CTAs/SM variants")
     ap.add_argument("--prefill", action="store_true", help="also the 512-token matmul")
+    ap.add_argument("--match", default="", help="linear cases whose 'TYPE RxC label' contains "
+                    "one of these comma-separated strings")
     args = ap.parse_args(argv)
 
     import cupy as cp
@@ -410,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
              ("sample", lambda: bench_sampling(cp, b)),
              ("floor", lambda: bench_launch_floor(cp, b, quant)),
              ("moe", lambda: bench_moe(cp, b, quant)),
-             ("linear", lambda: bench_linear(cp, b, quant, args.quick, args.sweep, args.prefill))]
+             ("linear", lambda: bench_linear(cp, b, quant, args.quick, args.sweep, args.prefill,
+                                                args.match))]
     for g, fn in steps:
         if g in groups:
             try:

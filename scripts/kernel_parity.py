@@ -206,13 +206,18 @@ def check_linear(cp, quant, qt: GGMLType, rows: int, cols: int, label: str, rng)
                 record("q8_cost", qt.name, f"{rows}x{cols} n=1 {label}", nmse(got, ref),
                        TOL["q8_cost"], note="int8 path vs exact f32 product")
     if q8:
-        for r in quant.cuda_modules.Q8_ROWS_PER_WARP:  # every variant, not only the default
-            x = rng.normal(0, 1, (1, cols)).astype(np.float32)
-            out, base = guarded(cp, (1, rows))
-            quant.matvec(out, cp.asarray(x), w, None, rows_per_warp=r, ctas_per_sm=1)
+        for r, nb, st in quant.cuda_modules.Q8_VARIANTS:  # every variant, not only the default
+            x = rng.normal(0, 1, (nb, cols)).astype(np.float32)
+            out, base = guarded(cp, (nb, rows))
+            try:
+                quant.matvec(out, cp.asarray(x), w, None, rows_per_warp=r, stages=st,
+                             ctas_per_sm=1)
+            except quant.KernelError as exc:  # x staging too large for this variant
+                print(f"  matvec_q8 R={r} NB={nb} S={st} {rows}x{cols}: skipped ({exc})")
+                continue
             ref_q8 = ops.matmul(ops.round_activations(x, "q8_1"), w_ref)
-            record("matvec_q8", qt.name, f"{rows}x{cols} n=1 R={r} 1 cta/sm {label}",
-                   nmse(out.get(), ref_q8), TOL["matvec_q8"], guard_ok(cp, base, rows))
+            record("matvec_q8", qt.name, f"{rows}x{cols} n={nb} R={r} S={st} 1 cta/SM {label}",
+                   nmse(out.get(), ref_q8), TOL["matvec_q8"], guard_ok(cp, base, nb * rows))
     for n in (37, 512) if rows * cols <= 16e6 else (37,):
         x = rng.normal(0, 1, (n, cols)).astype(np.float32)
         out, base = guarded(cp, (n, rows))
@@ -237,6 +242,25 @@ def check_linear(cp, quant, qt: GGMLType, rows: int, cols: int, label: str, rng)
         TOL["embed"],
         guard_ok(cp, base, 9 * cols),
     )
+
+
+def check_div127(cp, quant) -> None:
+    """The int8 path computes d = amax / 127 with an FMA correction instead of an IEEE division
+    (common.cuh div127): it must equal the IEEE quotient bit for bit. Every float of the binade
+    [1, 2) (division by 127 commutes with powers of two in the normal range) and every subnormal."""
+    import re
+
+    text = (quant.cuda_modules.CUDA_DIR / "common.cuh").read_text()
+    fn = re.search(r"__device__ __forceinline__ float div127\(float a\) \{.*?\n\}", text, re.S)
+    kern = cp.ElementwiseKernel(
+        "uint32 bits", "uint32 bad",
+        "float a = __uint_as_float(bits); bad = __float_as_uint(div127(a)) != __float_as_uint(a / 127.f);",
+        "div127_check", preamble=fn.group(0))
+    bad = 0
+    for lo in (0x3F800000, 0x00000001):
+        bad += int(kern(cp.arange(lo, lo + 2**23, dtype=cp.uint32)).sum())
+    record("q8_1 d=amax/127", "f32", "all of [1,2) and the subnormals", float(bad), 0.0,
+           note="count of floats where the FMA quotient differs from IEEE")
 
 
 # --------------------------------------------------------------------------- norms, rope, acts
@@ -708,6 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(1234)
     t0 = time.perf_counter()
     if "linear" in groups:
+        run_case("div127", lambda: check_div127(cp, quant))
         for qt in ALL_TYPES:
             for rows, cols, label in linear_shapes(qt, args.quick):
                 run_case(

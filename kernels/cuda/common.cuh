@@ -348,15 +348,18 @@ __device__ __forceinline__ u32 shf_r(u32 lo, u32 hi, u32 sh) {
     return r;
 }
 
+// Not volatile: volatile asm keeps its order, which serialized the 8 independent chunks of a
+// quantize_x_q8_1 batch into one long latency chain (~1 us per batch of 8 on an H200). They
+// are called in warp-uniform control flow only.
 __device__ __forceinline__ u32 redux_max(u32 v) {
     u32 r;
-    asm volatile("redux.sync.max.u32 %0, %1, 0xffffffff;" : "=r"(r) : "r"(v));
+    asm("redux.sync.max.u32 %0, %1, 0xffffffff;" : "=r"(r) : "r"(v));
     return r;
 }
 
 __device__ __forceinline__ int redux_add(int v) {
     int r;
-    asm volatile("redux.sync.add.s32 %0, %1, 0xffffffff;" : "=r"(r) : "r"(v));
+    asm("redux.sync.add.s32 %0, %1, 0xffffffff;" : "=r"(r) : "r"(v));
     return r;
 }
 
@@ -406,15 +409,15 @@ __device__ __forceinline__ void lut16(u32 q, u32 t0, u32 t1, u32 t2, u32 t3, u32
     hi = prmt(r[0], r[1], 0x7531u);
 }
 
-// K-quant 6-bit scale/min pair j as integers (get_scale_min_k4).
+// K-quant 6-bit scale/min pair j as integers (get_scale_min_k4), branch-free from the three
+// words of the 12 scale bytes (q is 4-byte aligned in Q4_K / Q5_K super-blocks): lanes of a
+// warp hold different j, and the branchy byte version ran both sides.
 __device__ __forceinline__ void scale_min_k4_int(int j, const u8* q, int& sc, int& m) {
-    if (j < 4) {
-        sc = q[j] & 63;
-        m = q[j + 4] & 63;
-    } else {
-        sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
+    const u32 w0 = ((const u32*)q)[0], w1 = ((const u32*)q)[1], w2 = ((const u32*)q)[2];
+    const int sh = 8 * (j & 3);
+    const u32 a = w0 >> sh, b = w1 >> sh, c = w2 >> sh;
+    sc = j < 4 ? (int)(a & 63) : (int)((c & 0xF) | (((a >> 6) & 3) << 4));
+    m = j < 4 ? (int)(b & 63) : (int)(((c >> 4) & 0xF) | (((b >> 6) & 3) << 4));
 }
 
 // Sum over chunk c (32 elements; b = chunk_base, i.e. the block or K-quant super-block) of
@@ -476,10 +479,13 @@ template <> __device__ __forceinline__ float dot_q8<QT_Q5_1>(const u8* b, int, c
 template <> __device__ __forceinline__ float dot_q8<QT_Q8_0>(const u8* b, int, const XQ8& x) {
     u32 v[8];
     ld_words<8, 2>(b + 2, v);
-    int s = 0;
+    int s0 = 0, s1 = 0;  // two chains: dp4a latency, not throughput, bounds one chain
 #pragma unroll
-    for (int i = 0; i < 8; ++i) s = dp4a((int)v[i], x.q[i], s);
-    return h2f(ld16(b)) * x.d * (float)s;
+    for (int i = 0; i < 8; i += 2) {
+        s0 = dp4a((int)v[i], x.q[i], s0);
+        s1 = dp4a((int)v[i + 1], x.q[i + 1], s1);
+    }
+    return h2f(ld16(b)) * x.d * (float)(s0 + s1);
 }
 
 template <> __device__ __forceinline__ float dot_q8<QT_Q4_K>(const u8* b, int c, const XQ8& x) {
@@ -487,9 +493,13 @@ template <> __device__ __forceinline__ float dot_q8<QT_Q4_K>(const u8* b, int c,
     u32 v[8];
     ld_words<8, 16>(b + 16 + 32 * (sub >> 1), v);
     const int shift = (sub & 1) * 4;
-    int s = 0;
+    int s0 = 0, s1 = 0;
 #pragma unroll
-    for (int i = 0; i < 8; ++i) s = dp4a((int)((v[i] >> shift) & 0x0F0F0F0Fu), x.q[i], s);
+    for (int i = 0; i < 8; i += 2) {
+        s0 = dp4a((int)((v[i] >> shift) & 0x0F0F0F0Fu), x.q[i], s0);
+        s1 = dp4a((int)((v[i + 1] >> shift) & 0x0F0F0F0Fu), x.q[i + 1], s1);
+    }
+    const int s = s0 + s1;
     int sc, m;
     scale_min_k4_int(sub, b + 4, sc, m);
     return x.d * (h2f(ld16(b)) * (float)(sc * s) - h2f(ld16(b + 2)) * (float)(m * x.s));
@@ -545,29 +555,90 @@ template <> __device__ __forceinline__ float dot_q8<QT_MXFP4>(const u8* b, int, 
     return e8m0_half(b[0]) * x.d * (float)s;
 }
 
-// Block-cooperative: x [cols] (f32, global) -> q8_1 chunks in shared memory (XQ_WORDS words
-// each). Warp w takes chunks w, w + nwarps, ...: lane l quantizes element l, the warp's amax
-// and sums come from redux.sync (|x| as u32 bits orders like the floats). The divisions are
-// IEEE (NVRTC's default -prec-div=true), as NumPy's, so q matches the reference bit for bit.
-__device__ __forceinline__ void quantize_x_q8_1(const float* __restrict__ x, int cols, u32* xs) {
+// Correctly rounded a / 127 without the IEEE division's slow-path branch (Markstein: with
+// y = RN(1/127) and q within an ulp of a/127, RN(q + RN(a - q*127) * y) is RN(a/127)); the
+// parity command checks it against a / 127.f for every float of a binade and the subnormals.
+__device__ __forceinline__ float div127(float a) {
+    const float y = 1.f / 127.f;
+    const float q = a * y;
+    return fmaf(fmaf(-q, 127.f, a), y, q);
+}
+
+__device__ __forceinline__ float rcp_approx(float x) {
+    float r;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+}
+
+// Block-cooperative: NB vectors x [NB][x_ld] (f32, global; cols used of each) -> q8_1 chunks
+// in shared memory, vector-major (XQ_WORDS words each). Warp w takes chunks w, w + nwarps, ...
+// 8 at a time with all 8 loads issued first; lane l quantizes element l, the warp's amax and
+// sums come from redux.sync (|x| as u32 bits orders like the floats). q must equal
+// roundf(x / d) with the IEEE quotient (NumPy's): the quotient is taken as x * rcp(d) (error
+// < 3e-5 at |x/d| <= 127.5) and only when some element of the batch lies within 2^-14 of a
+// rounding tie (or d is subnormal) does the warp redo the batch with IEEE divisions (a few
+// per cent of batches). Straight-line code for the common case: the per-element IEEE
+// division and its branch made the prologue ~1 us per 8 chunks.
+template <int NB>
+__device__ __forceinline__ void quantize_x_q8_1(const float* __restrict__ x, int cols,
+                                                long long x_ld, u32* xs) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
-    const int nchunks = cols >> 5;
-    for (int c = warp; c < nchunks; c += nwarps) {
-        const float v = x[c * 32 + lane];
-        const float amax = __uint_as_float(redux_max(__float_as_uint(fabsf(v))));
-        const float d = amax / 127.f;
-        int q = amax == 0.f ? 0 : (int)roundf(v / d);
-        q = max(-127, min(127, q));
-        const int s_lo = redux_add(lane < 16 ? q : 0);
-        const int s = redux_add(q);
-        u32* dst = xs + c * XQ_WORDS;
-        ((i8*)dst)[lane] = (i8)q;
-        if (lane == 0) {
-            dst[8] = __float_as_uint(h2f(f2h(d)));
-            dst[9] = (u32)s_lo;
-            dst[10] = (u32)s;
+    const int nchunks = cols >> 5, total = NB * nchunks;
+    for (int c0 = warp; c0 < total; c0 += 8 * nwarps) {
+        float v[8], d[8];
+        int q[8];
+        bool near = false;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const int c = c0 + j * nwarps;
+            const int b = NB == 1 ? 0 : c / nchunks, k = NB == 1 ? c : c - b * nchunks;
+            v[j] = c < total ? x[b * x_ld + k * 32 + lane] : 0.f;
+        }
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const float amax = __uint_as_float(redux_max(__float_as_uint(fabsf(v[j]))));
+            d[j] = div127(amax);
+            const float t = v[j] * rcp_approx(d[j]);
+            const float at = fabsf(t);
+            near |= amax != 0.f && (d[j] < 1.17549435e-38f || fabsf(at - floorf(at) - 0.5f) < 6.1035156e-05f);
+            q[j] = amax == 0.f ? 0 : (int)roundf(t);
+        }
+        if (__any_sync(0xffffffffu, near)) {
+#pragma unroll
+            for (int j = 0; j < 8; ++j) q[j] = d[j] == 0.f ? 0 : (int)roundf(v[j] / d[j]);
+        }
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const int c = c0 + j * nwarps;
+            const int qj = max(-127, min(127, q[j]));
+            const int s_lo = redux_add(lane < 16 ? qj : 0);
+            const int s = redux_add(qj);
+            if (c < total) {
+                u32* dst = xs + c * XQ_WORDS;
+                ((i8*)dst)[lane] = (i8)qj;
+                if (lane == 0) {
+                    dst[8] = __float_as_uint(h2f(f2h(d[j])));
+                    dst[9] = (u32)s_lo;
+                    dst[10] = (u32)s;
+                }
+            }
         }
     }
+}
+
+// cp.async (sm_80+): 16-byte global -> shared copies that need no registers, so a warp can
+// keep several segments in flight (inline PTX; no cuda_pipeline headers on the device).
+__device__ __forceinline__ u32 smem_u32(const void* p) {
+    u32 a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+__device__ __forceinline__ void cp_async16(u32 saddr, const void* g) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(saddr), "l"(g) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
 __device__ __forceinline__ void load_xq8(const u32* xs, int c, XQ8& x) {

@@ -279,14 +279,53 @@ __global__ void __launch_bounds__(128) qmatvec_pipe(
 }
 
 // ---------------------------------------------------------------------------- matvec, int8
-// The default decode path for the block types (llama.cpp mmvq's arithmetic on the pipelined
-// walk above): each block first rounds its input vector to q8_1 chunks in shared memory
-// (quantize_x_q8_1: the weight loads of the first item are issued before, so they overlap),
+// The default decode path for the block types (llama.cpp mmvq's arithmetic on the segment walk
+// of qmatvec_pipe): each block first rounds its NB input vectors to q8_1 chunks in shared
+// memory (quantize_x_q8_1; the weight copies of the first S-1 items are already in flight),
 // then every lane dots one 32-element weight chunk of each of its R rows with integer dp4a
 // (dot_q8<QT>) and scales once per chunk. The f32 kernels were bound by the per-element decode
-// arithmetic (~2 G elements/ms whatever the type); here a chunk costs ~30-60 instructions.
-// MoE indirection as in qmatvec: grid.y enumerates (token, slot) pairs when expert_ids is set.
-template <int QT, int R>
+// arithmetic (~2 G elements/ms whatever the type); here a chunk costs ~30-60 instructions, and
+// the limit becomes the bytes in flight: each warp keeps S-1 items (R row segments each)
+// streaming into an S-deep shared-memory ring with cp.async while it computes on the oldest.
+// MoE indirection as in qmatvec (NB = 1): grid.y enumerates (token, slot) pairs when
+// expert_ids is set. Without it, the NB vectors are x + b * cols, their outputs y + b * rows.
+template <int QT> struct SegPadQ8 {
+    // one 16-byte vector more than qmatvec_pipe: ld_words may read 4 bytes past a chunk
+    enum { value = ((SegBytes<QT>::value + 15) / 16 + 2) * 16 };
+};
+
+// Sum each of R per-lane values over the warp with fewer shuffles than R separate
+// butterflies: the first log2(R) steps halve the set of rows each lane carries (a transpose),
+// the rest reduce one value. Lane l ends with the total of row ((l >> 4) & 1) * 2 + ((l >> 3)
+// & 1) for R = 4, (l >> 4) & 1 for R = 2, row 0 for R = 1; lanes with l % (32 / R) == 0 hold
+// distinct rows. R = 4: 6 shuffles instead of 20.
+template <int R>
+__device__ __forceinline__ float reduce_rows(const float* v, int lane) {
+    float k;
+    if (R == 4) {
+        const bool hi16 = lane & 16, hi8 = lane & 8;
+        float k0 = hi16 ? v[2] : v[0], k1 = hi16 ? v[3] : v[1];
+        k0 += __shfl_xor_sync(0xffffffffu, hi16 ? v[0] : v[2], 16);
+        k1 += __shfl_xor_sync(0xffffffffu, hi16 ? v[1] : v[3], 16);
+        k = hi8 ? k1 : k0;
+        k += __shfl_xor_sync(0xffffffffu, hi8 ? k0 : k1, 8);
+#pragma unroll
+        for (int o = 4; o > 0; o >>= 1) k += __shfl_xor_sync(0xffffffffu, k, o);
+    } else if (R == 2) {
+        const bool hi16 = lane & 16;
+        k = hi16 ? v[1] : v[0];
+        k += __shfl_xor_sync(0xffffffffu, hi16 ? v[0] : v[1], 16);
+#pragma unroll
+        for (int o = 8; o > 0; o >>= 1) k += __shfl_xor_sync(0xffffffffu, k, o);
+    } else {
+        k = v[0];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) k += __shfl_xor_sync(0xffffffffu, k, o);
+    }
+    return k;
+}
+
+template <int QT, int R, int NB, int S>
 __global__ void __launch_bounds__(128) qmatvec_q8(
     const u8* __restrict__ W, const float* __restrict__ x, float* __restrict__ y,
     const float* __restrict__ bias, int rows, int cols, long long row_bytes,
@@ -294,11 +333,10 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
     long long y_stride) {
     constexpr int SEG = SegBytes<QT>::value;
     static_assert(SEG > 0, "block types only");
-    // one 16-byte vector more than qmatvec_pipe: ld_words may read 4 bytes past a chunk
-    constexpr int SEG_PAD = ((SEG + 15) / 16 + 2) * 16;
+    constexpr int SEG_PAD = SegPadQ8<QT>::value;
     constexpr int VPL = (SEG_PAD / 16 + 31) / 32;
-    __shared__ __align__(16) u8 stage[4][R][SEG_PAD];
-    extern __shared__ float xs_dyn[];  // [cols / 32][XQ_WORDS] words (one extern name per module)
+    __shared__ __align__(16) u8 stage[4][S][R][SEG_PAD];
+    extern __shared__ float xs_dyn[];  // [NB][cols / 32][XQ_WORDS] words (one extern name per module)
     u32* xs = (u32*)xs_dyn;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int gw = blockIdx.x * 4 + warp, nw = gridDim.x * 4;
@@ -318,67 +356,108 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
         xp = x + (long long)(p / x_div) * x_stride;
         yp = y + (long long)p * y_stride;
     }
-    uint4 tmp[R][VPL];
-    int mis[R], nvec[R];
-    auto load = [&](int item) {
-        const int g = gw + (item / nseg) * nw, seg = item % nseg;
-        const long long seg_off = (long long)seg * SEG;
-        const int seg_len = (int)min((long long)SEG, row_bytes - seg_off);
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-            const int row = min(g * R + r, rows - 1);
-            const u8* gp = Wm + (long long)row * row_bytes + seg_off;
-            mis[r] = (int)((size_t)gp & 15);
-            nvec[r] = (mis[r] + seg_len + 15) >> 4;
-            const uint4* a = (const uint4*)(gp - mis[r]);
-#pragma unroll
-            for (int v = 0; v < VPL; ++v) {
-                const int i = lane + 32 * v;
-                if (i < nvec[r]) tmp[r][v] = a[i];
-            }
-        }
+    // (row group, segment) of the next item to issue and of the item being computed, advanced
+    // incrementally: a division by nseg per item cost more than the dot products of a chunk
+    int iss_g = gw, iss_seg = 0, cur_g = gw, cur_seg = 0;
+    // 32-bit byte offsets inside the matrix (the wrapper checks it is under 4 GiB): the 64-bit
+    // address arithmetic per row and item was a good part of the instructions per chunk
+    const u32 rb = (u32)row_bytes, wlo = (u32)(size_t)Wm & 15u;
+    auto seg_off = [&](int g, int r, int seg) -> u32 {
+        return (u32)min(g * R + r, rows - 1) * rb + (u32)seg * (u32)SEG;
     };
-    if (n_items > 0) load(0);
-    quantize_x_q8_1(xp, cols, xs);
-    __syncthreads();
-    if (n_items == 0) return;
-    float acc[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) acc[r] = 0.f;
-    for (int it = 0; it < n_items; ++it) {
-        const int g = gw + (it / nseg) * nw, seg = it % nseg;
-        int cur_mis[R];
-        __syncwarp();  // the previous item's dots are done with the stage
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-            uint4* dst = (uint4*)stage[warp][r];
-#pragma unroll
-            for (int v = 0; v < VPL; ++v) {
-                const int i = lane + 32 * v;
-                if (i < nvec[r]) dst[i] = tmp[r][v];
-            }
-            cur_mis[r] = mis[r];
-        }
-        __syncwarp();
-        if (it + 1 < n_items) load(it + 1);
-        const int c = seg * 32 + lane;
-        if (c < nchunks) {
-            XQ8 xq;
-            load_xq8(xs, c, xq);
-#pragma unroll
-            for (int r = 0; r < R; ++r)
-                acc[r] += dot_q8<QT>(chunk_base<QT>(stage[warp][r] + cur_mis[r], lane), lane, xq);
-        }
-        if (seg == nseg - 1) {
+    // every lane copies its 16-byte vectors of the R row segments of the next item into ring
+    // slot item % S, from the segment's 16-byte-aligned floor; one commit group per item
+    // (empty past the end, so group counting stays uniform)
+    auto issue = [&](int item) {
+        if (item < n_items) {
+            const int seg_len = min(SEG, (int)(rb - (u32)iss_seg * (u32)SEG));
 #pragma unroll
             for (int r = 0; r < R; ++r) {
-                float s = acc[r];
+                const u32 off = seg_off(iss_g, r, iss_seg);
+                const u32 mis = (wlo + off) & 15u;
+                const int nvec = ((int)mis + seg_len + 15) >> 4;
+                const uint4* a = (const uint4*)(Wm + (off - mis));
+                const u32 dst = smem_u32(stage[warp][item % S][r]);
 #pragma unroll
-                for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-                const int row = g * R + r;
-                if (lane == 0 && row < rows) yp[row] = s + (bp != nullptr ? bp[row] : 0.f);
-                acc[r] = 0.f;
+                for (int v = 0; v < VPL; ++v) {
+                    const int i = lane + 32 * v;
+                    if (i < nvec) cp_async16(dst + 16 * i, a + i);
+                }
             }
+            if (++iss_seg == nseg) {
+                iss_seg = 0;
+                iss_g += nw;
+            }
+        }
+        cp_async_commit();
+    };
+#pragma unroll
+    for (int s = 0; s < S - 1; ++s) issue(s);
+    quantize_x_q8_1<NB>(xp, cols, cols, xs);
+    __syncthreads();
+    if (n_items == 0) return;
+    // rows of at most 32 chunks (one segment): a lane's x chunk is the same for every item
+    XQ8 xq_fixed;
+    const bool x_fixed = NB == 1 && nseg == 1;
+    if (x_fixed && lane < nchunks) load_xq8(xs, lane, xq_fixed);
+    float acc[R][NB];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
+    for (int it = 0; it < n_items; ++it) {
+        issue(it + S - 1);
+        cp_async_wait<S - 1>();  // this lane's copies of item it have landed
+        __syncwarp();            // ... and every other lane's
+        const int c = cur_seg * 32 + lane;
+        if (c < nchunks) {
+            const u8* src[R];
+#pragma unroll
+            for (int r = 0; r < R; ++r)  // where issue() put the segment's first byte
+                src[r] = chunk_base<QT>(stage[warp][it % S][r] + ((wlo + seg_off(cur_g, r, cur_seg)) & 15u), lane);
+#pragma unroll
+            for (int b = 0; b < NB; ++b) {
+                XQ8 xq;
+                if (x_fixed) xq = xq_fixed;
+                else load_xq8(xs + b * nchunks * XQ_WORDS, c, xq);
+#pragma unroll
+                for (int r = 0; r < R; ++r) acc[r][b] += dot_q8<QT>(src[r], lane, xq);
+            }
+        }
+        __syncwarp();  // all lanes are done with slot it % S before it is refilled
+        if (cur_seg == nseg - 1) {
+            if (NB == 1) {
+                float v[R];
+#pragma unroll
+                for (int r = 0; r < R; ++r) v[r] = acc[r][0];
+                const float t = reduce_rows<R>(v, lane);
+                const int rr = R == 4 ? ((lane >> 4) & 1) * 2 + ((lane >> 3) & 1)
+                                      : (R == 2 ? (lane >> 4) & 1 : 0);
+                const int row = cur_g * R + rr;
+                if ((lane & (32 / R - 1)) == 0 && row < rows)
+                    yp[row] = t + (bp != nullptr ? bp[row] : 0.f);
+            } else {
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+#pragma unroll
+                    for (int b = 0; b < NB; ++b) {
+                        float s = acc[r][b];
+#pragma unroll
+                        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                        const int row = cur_g * R + r;
+                        if (lane == 0 && row < rows)
+                            yp[(long long)b * rows + row] = s + (bp != nullptr ? bp[row] : 0.f);
+                    }
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < R; ++r)
+#pragma unroll
+                for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
+        }
+        if (++cur_seg == nseg) {
+            cur_seg = 0;
+            cur_g += nw;
         }
     }
 }
