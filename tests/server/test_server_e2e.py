@@ -7,87 +7,20 @@ smoke test runs by default; the rest are ``slow`` (``--run-slow``).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+from serve_process import (
+    ServeProcess,
+    batch_invariance_runs,
+    sigterm_with_jobs_in_flight,
+    start_serve,
+    wait_kv_free,
+)
 
-from orcd_toolkit.client import AsyncClient, Client, http_get
-from orcd_toolkit.server.metrics import parse_exposition
-
-LOAD_TIMEOUT_S = 300.0
-
-
-@dataclass
-class ServeProcess:
-    proc: subprocess.Popen
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/stream"
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_events(self) -> list[dict]:
-        out = []
-        for line in self.log_path.read_text().splitlines():
-            if line.startswith("{"):
-                out.append(json.loads(line))
-        return out
-
-    def metric(self, name: str) -> float:
-        status, _, body = http_get(self.base + "/metrics")
-        assert status == 200
-        return parse_exposition(body.decode())[name]
-
-    def stop(self, timeout: float = 60.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-                raise
-        return self.proc.returncode
-
-
-def start_serve(model: Path, tmp: Path, *extra: str) -> ServeProcess:
-    """Start ``orcd serve`` on a free loopback port; wait (bounded) until /health is 200."""
-    log_path = tmp / f"serve-{time.monotonic_ns()}.log"
-    cmd = [sys.executable, "-m", "orcd_toolkit", "serve", "--model", str(model),
-           "--device", "cpu", "--host", "127.0.0.1", "--port", "0", "--log-format", "json",
-           "--kv-cache-size-mb", "64", *extra]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "ORCD_OFFLINE": "1"})
-    deadline = time.monotonic() + LOAD_TIMEOUT_S
-    port = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"orcd serve exited {proc.returncode}:\n{log_path.read_text()}")
-        if port is None:
-            for line in log_path.read_text().splitlines():
-                if '"server.start"' in line:
-                    port = json.loads(line)["port"]
-        elif http_get(f"http://127.0.0.1:{port}/health")[0] == 200:
-            return ServeProcess(proc, port, log_path)
-        time.sleep(0.2)
-    proc.kill()
-    proc.wait(10)
-    raise TimeoutError(f"orcd serve not ready in {LOAD_TIMEOUT_S} s:\n{log_path.read_text()}")
+from orcd_toolkit.client import Client, http_get
 
 
 @pytest.fixture(scope="module")
@@ -154,28 +87,10 @@ def _jobs() -> list[dict]:
 
 @pytest.mark.slow
 def test_batch_invariance_through_the_server(serve) -> None:
-    async def alone() -> list[list[int]]:
-        out = []
-        async with AsyncClient(serve.url) as c:
-            for kw in _jobs():
-                out.append((await c.generate(**kw)).raise_for_error().token_ids)
-        return out
-
-    async def one_connection() -> list[list[int]]:
-        async with AsyncClient(serve.url) as c:
-            jobs = [await c.submit(**kw) for kw in _jobs()]
-            return [(await j.result()).raise_for_error().token_ids for j in jobs]
-
-    async def six_connections() -> list[list[int]]:
-        async def one(kw):
-            async with AsyncClient(serve.url) as c:
-                return (await c.generate(**kw)).raise_for_error().token_ids
-        return list(await asyncio.gather(*(one(kw) for kw in _jobs())))
-
-    ref = asyncio.run(alone())
+    ref, one_connection, six_connections = batch_invariance_runs(serve.url, _jobs())
     assert all(ref)
-    assert asyncio.run(one_connection()) == ref
-    assert asyncio.run(six_connections()) == ref
+    assert one_connection == ref
+    assert six_connections == ref
 
 
 @pytest.mark.slow
@@ -194,10 +109,7 @@ def test_cancel_and_drop_end_jobs_at_once_and_free_kv(serve) -> None:
         cancel_s = time.monotonic() - t0
         assert ev["code"] == "CANCELLED"
         assert cancel_s < 0.1, f"CANCELLED after {cancel_s * 1e3:.1f} ms"
-        while serve.metric("orcd_kv_cache_blocks_used") > 0:
-            assert time.monotonic() - t0 < 60
-            time.sleep(0.01)
-        freed_s = time.monotonic() - t0
+        freed_s = wait_kv_free(serve, t0, limit_s=60, poll_s=0.01)
     # a dropped connection: abort, KV freed
     d = Client(serve.url, event_timeout=300)
     d.connect()
@@ -206,10 +118,7 @@ def test_cancel_and_drop_end_jobs_at_once_and_free_kv(serve) -> None:
     assert next(evs)["type"] == "started" and next(evs)["type"] == "token"
     t1 = time.monotonic()
     d.ws.socket.close()
-    while serve.metric("orcd_kv_cache_blocks_used") > 0:
-        assert time.monotonic() - t1 < 60
-        time.sleep(0.01)
-    drop_freed_s = time.monotonic() - t1
+    drop_freed_s = wait_kv_free(serve, t1, limit_s=60, poll_s=0.01)
     print(f"\ncancel terminal {cancel_s * 1e3:.1f} ms; KV freed {freed_s * 1e3:.0f} ms after "
           f"cancel, {drop_freed_s * 1e3:.0f} ms after drop (bounded by one NumPy step)")
 
@@ -221,44 +130,19 @@ def test_sigterm_with_8_jobs_drains_refuses_and_exits_0(smollm2_path, tmp_path) 
     # per NumPy step)
     sp = start_serve(smollm2_path, tmp_path, "--drain-timeout-sec", "30",
                      "--kv-cache-size-mb", "512")
-    try:
-        async def scenario():
-            async with AsyncClient(sp.url) as c:
-                jobs = []
-                for k in range(8):
-                    # four short jobs can finish inside the deadline, four long ones cannot
-                    jobs.append(await c.submit(prompt=f"Job {k}:", seed=k, temperature=0.5,
-                                               ignore_eos=True,
-                                               max_tokens=2 if k < 4 else 1000))
-                for j in jobs:
-                    it = j.__aiter__()
-                    assert (await it.__anext__())["type"] == "started"
-                sp.proc.send_signal(signal.SIGTERM)
-                await asyncio.sleep(0.5)
-                late = await (await c.submit(prompt="late", max_tokens=2)).result()
-                results = [await j.result() for j in jobs]
-                for _ in range(200):
-                    if c.close_code is not None:
-                        break
-                    await asyncio.sleep(0.1)
-                return results, late, c.close_code
-
-        t0 = time.monotonic()
-        results, late, close_code = asyncio.run(scenario())
-        rc = sp.proc.wait(60)
-        elapsed = time.monotonic() - t0
-    finally:
-        if sp.proc.poll() is None:
-            sp.proc.kill()
-            sp.proc.wait(10)
-    assert rc == 0
-    assert late.error["code"] == "OVERLOADED" and late.error["retriable"] is True
-    for r in results[:4]:
+    # four short jobs can finish inside the deadline, four long ones cannot
+    jobs = [dict(prompt=f"Job {k}:", seed=k, temperature=0.5, ignore_eos=True,
+                 max_tokens=2 if k < 4 else 1000) for k in range(8)]
+    out = sigterm_with_jobs_in_flight(sp, jobs, settle_s=0.5, close_wait_s=20.0,
+                                      exit_timeout_s=60)
+    assert out.rc == 0
+    assert out.late.error["code"] == "OVERLOADED" and out.late.error["retriable"] is True
+    for r in out.results[:4]:
         assert r.end is not None
-    for r in results[4:]:
+    for r in out.results[4:]:
         assert r.error is not None and r.error["code"] == "CANCELLED"
         assert r.error["retriable"] is True and "drain deadline" in r.error["message"]
-    assert close_code == 1001
-    assert elapsed < 90
+    assert out.close_code == 1001
+    assert out.elapsed_s < 90
     events = [e["event"] for e in sp.log_events()]
     assert "server.shutdown" in events and "server.stopped" in events

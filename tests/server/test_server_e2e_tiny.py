@@ -9,17 +9,21 @@ scenarios with SmolLM2 are in test_server_e2e.py (slow).
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_server_e2e import ServeProcess, start_serve
+from serve_process import (
+    ServeProcess,
+    batch_invariance_runs,
+    sigterm_with_jobs_in_flight,
+    start_serve,
+    wait_kv_free,
+)
 from tiny_model import write_tiny_llama
 
-from orcd_toolkit.client import AsyncClient, Client, http_get
+from orcd_toolkit.client import Client, http_get
 
 
 @pytest.fixture(scope="module")
@@ -92,29 +96,10 @@ def _jobs() -> list[dict]:
 
 
 def test_batch_invariance_six_jobs_one_and_six_connections(tiny) -> None:
-    async def alone() -> list[list[int]]:
-        out = []
-        async with AsyncClient(tiny.url) as c:
-            for kw in _jobs():
-                out.append((await c.generate(**kw)).raise_for_error().token_ids)
-        return out
-
-    async def one_connection() -> list[list[int]]:
-        async with AsyncClient(tiny.url) as c:
-            jobs = [await c.submit(**kw) for kw in _jobs()]
-            results = await asyncio.gather(*(j.result() for j in jobs))
-        return [r.raise_for_error().token_ids for r in results]
-
-    async def six_connections() -> list[list[int]]:
-        async def one(kw):
-            async with AsyncClient(tiny.url) as c:
-                return (await c.generate(**kw)).raise_for_error().token_ids
-        return list(await asyncio.gather(*(one(kw) for kw in _jobs())))
-
-    ref = asyncio.run(alone())
+    ref, one_connection, six_connections = batch_invariance_runs(tiny.url, _jobs())
     assert [len(r) for r in ref] == [16 + 3 * k for k in range(6)]
-    assert asyncio.run(one_connection()) == ref
-    assert asyncio.run(six_connections()) == ref
+    assert one_connection == ref
+    assert six_connections == ref
 
 
 # The terminal event must arrive within 100 ms of a cancel whatever the engine is doing. The
@@ -124,11 +109,8 @@ def test_batch_invariance_six_jobs_one_and_six_connections(tiny) -> None:
 KV_FREE_BOUND_S = 0.3
 
 
-def _wait_kv_free(sp: ServeProcess, t0: float, limit_s: float = 5.0) -> float:
-    while kv_used(sp) > 0:
-        assert time.monotonic() - t0 < limit_s, "KV blocks never freed"
-        time.sleep(0.002)
-    return time.monotonic() - t0
+def _wait_kv_free(sp: ServeProcess, t0: float) -> float:
+    return wait_kv_free(sp, t0, limit_s=5.0, poll_s=0.002)
 
 
 def test_cancel_ends_the_job_within_100ms_and_frees_its_kv_next_step(tiny) -> None:
@@ -173,39 +155,18 @@ def test_dropped_connection_aborts_and_frees_kv(tiny) -> None:
 def test_sigterm_with_8_jobs_in_flight(tiny_model, tmp_path) -> None:
     sp = start_serve(tiny_model, tmp_path, "--kv-cache-size-mb", "16",
                      "--drain-timeout-sec", "1.5")
-    try:
-        async def scenario():
-            async with AsyncClient(sp.url) as c:
-                jobs = [await c.submit(prompt=f"job {k}", seed=k, ignore_eos=True,
-                                       max_tokens=20 if k < 4 else 2000) for k in range(8)]
-                for j in jobs:
-                    assert (await j.__aiter__().__anext__())["type"] == "started"
-                sp.proc.send_signal(signal.SIGTERM)
-                await asyncio.sleep(0.2)
-                late = await (await c.submit(prompt="late", max_tokens=2)).result()
-                results = await asyncio.gather(*(j.result() for j in jobs))
-                for _ in range(100):
-                    if c.close_code is not None:
-                        break
-                    await asyncio.sleep(0.05)
-                return results, late, c.close_code
-
-        t0 = time.monotonic()
-        results, late, close_code = asyncio.run(scenario())
-        rc = sp.proc.wait(30)
-        elapsed = time.monotonic() - t0
-    finally:
-        if sp.proc.poll() is None:
-            sp.proc.kill()
-            sp.proc.wait(10)
-    assert rc == 0
-    assert late.error["code"] == "OVERLOADED" and late.error["retriable"] is True
-    assert all(r.end is not None and r.end["tokens_out"] == 20 for r in results[:4])
-    for r in results[4:]:
+    jobs = [dict(prompt=f"job {k}", seed=k, ignore_eos=True,
+                 max_tokens=20 if k < 4 else 2000) for k in range(8)]
+    out = sigterm_with_jobs_in_flight(sp, jobs, settle_s=0.2, close_wait_s=5.0,
+                                      exit_timeout_s=30)
+    assert out.rc == 0
+    assert out.late.error["code"] == "OVERLOADED" and out.late.error["retriable"] is True
+    assert all(r.end is not None and r.end["tokens_out"] == 20 for r in out.results[:4])
+    for r in out.results[4:]:
         assert r.error["code"] == "CANCELLED" and r.error["retriable"] is True
         assert "drain deadline" in r.error["message"] and 0 < len(r.token_ids) < 2000
-    assert close_code == 1001
-    assert elapsed < 20
+    assert out.close_code == 1001
+    assert out.elapsed_s < 20
     events = [e["event"] for e in sp.log_events()]
     assert events.index("server.shutdown") < events.index("server.drain_deadline") < \
         events.index("server.stopped")
