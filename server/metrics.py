@@ -199,12 +199,9 @@ class ServerMetrics:
                              "Time between consecutive streamed tokens of a job.")
         self.e2e = Histogram("orcd_e2e_request_latency_seconds",
                              "Time from submission to the terminal event.")
-        self._all: list[_Metric] = [
-            self.requests, self.prompt_tokens, self.generation_tokens, self.preemptions,
-            self.prefix_cache_hits, self.prefix_cache_queries, self.running, self.waiting,
-            self.in_flight, self.connections, self.kv_used, self.kv_total, self.kv_usage,
-            self.vram, self.uptime, self.queue_time, self.ttft, self.itl, self.e2e,
-        ]
+        # Rendered in the order defined above; every metric attribute is exposed, so a new
+        # one cannot be forgotten in a second list.
+        self._all: list[_Metric] = [m for m in vars(self).values() if isinstance(m, _Metric)]
 
     def render(self) -> str:
         """The whole exposition as text (ends with a newline, as the format requires)."""
