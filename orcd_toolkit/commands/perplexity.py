@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from orcd_toolkit.commands._args import add_activations_argument
+
 HELP = "perplexity of a text file (llama-perplexity's method: chunks of --ctx, second half scored)"
 
 
@@ -15,13 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--chunks", type=int, default=-1, help="at most this many chunks (default all)"
     )
     parser.add_argument("--device", choices=("cpu", "gpu", "auto"), default="auto")
-    parser.add_argument(
-        "--activations",
-        choices=("exact", "ggml-cpu"),
-        default="exact",
-        help="NumPy reference only (--device cpu): ggml-cpu rounds every matmul's activations "
-        "as llama.cpp's CPU backend does (Q8_0/Q8_K/F16), to compare with llama.cpp",
-    )
+    add_activations_argument(parser)
     parser.add_argument(
         "--dump-logprobs", metavar="FILE", help="write per-position top-k log-probs as JSON"
     )

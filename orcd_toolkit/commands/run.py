@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from orcd_toolkit.commands._args import add_activations_argument
+
 HELP = "generate text for one prompt (streams the text; --json for ids, text and timings)"
 
 
@@ -22,13 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
     parser.add_argument("--device", choices=("cpu", "gpu", "auto"), default="auto",
                         help="cpu = NumPy reference; auto = GPU when usable, else CPU")  # fmt: skip
-    parser.add_argument(
-        "--activations",
-        choices=("exact", "ggml-cpu"),
-        default="exact",
-        help="NumPy reference only (--device cpu): ggml-cpu rounds every matmul's activations "
-        "as llama.cpp's CPU backend does (Q8_0/Q8_K/F16), to compare with llama.cpp",
-    )
+    add_activations_argument(parser)
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object instead of streaming text"
     )
