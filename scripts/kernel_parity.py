@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from orcd_toolkit.backends.cpu import ops  # noqa: E402
 from orcd_toolkit.gguf.quants import random_blocks  # noqa: E402
 from orcd_toolkit.gguf.types import GGMLType  # noqa: E402
+from orcd_toolkit.notebook.bench import nmse  # noqa: E402 - the measure KernelBench reports
 
 GUARD = 64
 SENTINEL = np.float32(1234.5)
@@ -70,18 +71,6 @@ class Row:
 
 
 ROWS: list[Row] = []
-
-
-def nmse(out: np.ndarray, ref: np.ndarray) -> float:
-    out = np.asarray(out, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    if out.shape != ref.shape:
-        return float("inf")
-    if not np.all(np.isfinite(out)):
-        return float("nan")
-    den = float(np.sum(ref * ref))
-    num = float(np.sum((out - ref) ** 2))
-    return num / den if den > 0 else num
 
 
 def record(
