@@ -146,18 +146,14 @@ def compare(
     greedy: list[list[int]],
     prompts: list[int],
     margin: float = 0.5,
-    skip_positions: int = 0,
 ) -> Parity:
-    """``skip_positions``: leave each prompt's first positions out of top-1/KL (see
-    test_parity.py for the one model where llama.cpp's quantized path distorts them)."""
     agree, kls, decidable = [], [], []
     for i, logits in zip(prompts, prompt_logits, strict=True):
         ref_logp = golden.top_logits[i] - golden.lse[i][:, None]
-        s = slice(skip_positions, None)
-        agree.append(np.argmax(logits[s], -1) == golden.top_ids[i][s, 0])
-        kls.append(lumped_kl(golden.top_ids[i][s], ref_logp[s], logits[s]))
-        top2 = golden.top_logits[i][s, 0] - golden.top_logits[i][s, 1]
-        decidable.append(top2 > golden.self_maxdiff[i][s])
+        agree.append(np.argmax(logits, -1) == golden.top_ids[i][:, 0])
+        kls.append(lumped_kl(golden.top_ids[i], ref_logp, logits))
+        top2 = golden.top_logits[i][:, 0] - golden.top_logits[i][:, 1]
+        decidable.append(top2 > golden.self_maxdiff[i])
     agree_all = np.concatenate(agree)
     kl_all = np.concatenate(kls)
     dec_all = np.concatenate(decidable)
@@ -187,10 +183,10 @@ def compare(
         else float("nan"),
         greedy_match=matches,
         self_mean_kl=float(
-            np.concatenate([golden.self_kl[i][skip_positions:] for i in prompts]).mean()
+            np.concatenate([golden.self_kl[i] for i in prompts]).mean()
         ),
         self_top1=float(
-            np.concatenate([golden.self_top1[i][skip_positions:] for i in prompts]).mean()
+            np.concatenate([golden.self_top1[i] for i in prompts]).mean()
         ),
         greedy_stable=[
             min(stable_prefix(golden.greedy_margin[i], margin), len(g))
@@ -204,7 +200,6 @@ def run_model_on_golden(
     golden: Golden,
     prompts: list[int] | None = None,
     n_greedy: int | None = None,
-    skip_positions: int = 0,
 ) -> Parity:
     """Prefill each chosen prompt (all logits), then greedy-decode ``n_greedy`` tokens."""
     from orcd_toolkit.models.runner import SequenceRunner
@@ -218,4 +213,4 @@ def run_model_on_golden(
         )
         logits.append(prompt_logits)
         greedy.append(out)
-    return compare(golden, logits, greedy, prompts, skip_positions=skip_positions)
+    return compare(golden, logits, greedy, prompts)
