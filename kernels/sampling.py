@@ -57,6 +57,29 @@ def _clear_kernel(hist, hist_len, counts):  # pragma: no cover - device code
             counts[n, tok] = 0
 
 
+@cuda.jit(device=True, inline="always")
+def _f32_from_bits(bits):  # pragma: no cover - device code
+    """The float32 whose bit pattern is ``bits`` (0 <= bits <= 0x7F800000, sign clear), built
+    with ldexp so it runs on the simulator too (normal: (mantissa | 1 << 23) * 2^(e - 150);
+    subnormal: bits * 2^-149)."""
+    if (bits >> 23) > 0:
+        return numba.float32(math.ldexp(numba.float64((bits & 0x7FFFFF) | 0x800000),
+                                        (bits >> 23) - 150))
+    return numba.float32(math.ldexp(numba.float64(bits), -149))
+
+
+@cuda.jit(device=True, inline="always")
+def _is_kept(p, tau, rank, ties_allowed, mp):  # pragma: no cover - device code
+    """Whether ``p`` survives the cut-offs: above ``tau``, or at ``tau`` with its tie rank
+    (in id order) below ``ties_allowed``; and at least min-p ``mp``. Returns the flag and
+    the tie rank of the next token."""
+    keep = p > tau
+    if p == tau:
+        keep = rank < ties_allowed
+        rank += 1
+    return keep and p >= mp, rank
+
+
 # 64 registers a thread lets a block of 1024 threads launch (unbounded, the kernel needs
 # more and a 1024-thread launch fails with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES on an H200).
 # The CUDA simulator's jit takes no such option.
@@ -151,7 +174,7 @@ def _sample_kernel(logits, counts, probs, temperature, top_k, top_p, min_p, rep,
         hi_b = _ONE_BITS
         while lo_b < hi_b:
             mid = (lo_b + hi_b + 1) // 2
-            tau = numba.float32(math.ldexp(numba.float64((mid & 0x7FFFFF) | 0x800000), (mid >> 23) - 150) if (mid >> 23) > 0 else math.ldexp(numba.float64(mid), -149))
+            tau = _f32_from_bits(mid)
             cnt = 0
             for v in range(lo_i, hi_i):
                 if probs[n, v] >= tau:
@@ -163,7 +186,7 @@ def _sample_kernel(logits, counts, probs, temperature, top_k, top_p, min_p, rep,
             else:
                 hi_b = mid - 1
         tau_bits = lo_b
-    tau = numba.float32(math.ldexp(numba.float64((tau_bits & 0x7FFFFF) | 0x800000), (tau_bits >> 23) - 150) if (tau_bits >> 23) > 0 else math.ldexp(numba.float64(tau_bits), -149))
+    tau = _f32_from_bits(tau_bits)
     # count and mass strictly above tau, and ties at tau
     cnt = 0
     ties = 0
@@ -193,7 +216,7 @@ def _sample_kernel(logits, counts, probs, temperature, top_k, top_p, min_p, rep,
         hi_b = _ONE_BITS
         while lo_b < hi_b:
             mid = (lo_b + hi_b + 1) // 2
-            tq = numba.float32(math.ldexp(numba.float64((mid & 0x7FFFFF) | 0x800000), (mid >> 23) - 150) if (mid >> 23) > 0 else math.ldexp(numba.float64(mid), -149))
+            tq = _f32_from_bits(mid)
             acc = 0.0
             for v in range(lo_i, hi_i):
                 p = probs[n, v]
@@ -207,7 +230,7 @@ def _sample_kernel(logits, counts, probs, temperature, top_k, top_p, min_p, rep,
                 hi_b = mid - 1
         if lo_b != tau_bits:
             tau_bits = lo_b
-            tau = numba.float32(math.ldexp(numba.float64((tau_bits & 0x7FFFFF) | 0x800000), (tau_bits >> 23) - 150) if (tau_bits >> 23) > 0 else math.ldexp(numba.float64(tau_bits), -149))
+            tau = _f32_from_bits(tau_bits)
             mass_gt = 0.0
             for v in range(lo_i, hi_i):
                 p = probs[n, v]
@@ -240,11 +263,8 @@ def _sample_kernel(logits, counts, probs, temperature, top_k, top_p, min_p, rep,
     last = -1
     for v in range(lo_i, hi_i):
         p = probs[n, v]
-        keep = p > tau
-        if p == tau:
-            keep = rank < ties_allowed
-            rank += 1
-        if keep and p >= mp:
+        keep, rank = _is_kept(p, tau, rank, ties_allowed, mp)
+        if keep:
             mass += numba.float64(p)
             last = v
     shf[tid] = mass
@@ -294,11 +314,8 @@ def _sample_kernel(logits, counts, probs, temperature, top_k, top_p, min_p, rep,
         rank = shr[tid]
         for v in range(lo_i, hi_i):
             p = probs[n, v]
-            keep = p > tau
-            if p == tau:
-                keep = rank < ties_allowed
-                rank += 1
-            if keep and p >= mp:
+            keep, rank = _is_kept(p, tau, rank, ties_allowed, mp)
+            if keep:
                 cum += numba.float64(p)
                 if cum > target:
                     cuda.atomic.cas(res, 1, -1, v)
