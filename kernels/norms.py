@@ -23,6 +23,23 @@ from orcd_toolkit.kernels.errors import KernelError
 MAX_THREADS = 256  # shared reduction buffer size; launches use a power of two <= this
 
 
+@cuda.jit(device=True, inline="always")
+def _load_sum(x, residual, resid_out, row, i, fused):  # pragma: no cover - device code
+    """The norm's input element: ``x``, or ``x + residual`` stored to ``resid_out`` when
+    fused (inlined into the kernels; see ``_reduce`` for why)."""
+    v = x[row, i]
+    if fused:
+        v = v + residual[row, i]
+        resid_out[row, i] = v
+    return v
+
+
+@cuda.jit(device=True, inline="always")
+def _reload(x, resid_out, row, i, fused):  # pragma: no cover - device code
+    """The element ``_load_sum`` returned, read back (only by the thread that wrote it)."""
+    return resid_out[row, i] if fused else x[row, i]
+
+
 @cuda.jit
 def _rms_norm_kernel(x, residual, weight, out, resid_out, eps, fused):  # pragma: no cover
     row = cuda.blockIdx.x
@@ -32,16 +49,13 @@ def _rms_norm_kernel(x, residual, weight, out, resid_out, eps, fused):  # pragma
     sh = cuda.shared.array(MAX_THREADS, numba.float64)
     acc = 0.0
     for i in range(tid, n, nt):
-        v = x[row, i]
-        if fused:
-            v = v + residual[row, i]
-            resid_out[row, i] = v
+        v = _load_sum(x, residual, resid_out, row, i, fused)
         acc += numba.float64(v) * numba.float64(v)
     sh[tid] = acc
     total = block_sum(sh, tid, nt)
     scale = numba.float32(1.0 / math.sqrt(total / n + eps))
     for i in range(tid, n, nt):
-        v = resid_out[row, i] if fused else x[row, i]
+        v = _reload(x, resid_out, row, i, fused)
         out[row, i] = (v * scale) * weight[i]
 
 
@@ -54,23 +68,20 @@ def _layer_norm_kernel(x, residual, weight, bias, out, resid_out, eps, fused):  
     sh = cuda.shared.array(MAX_THREADS, numba.float64)
     acc = 0.0
     for i in range(tid, n, nt):
-        v = x[row, i]
-        if fused:
-            v = v + residual[row, i]
-            resid_out[row, i] = v
+        v = _load_sum(x, residual, resid_out, row, i, fused)
         acc += numba.float64(v)
     sh[tid] = acc
     mean = block_sum(sh, tid, nt) / n
     acc = 0.0
     for i in range(tid, n, nt):
-        v = resid_out[row, i] if fused else x[row, i]
+        v = _reload(x, resid_out, row, i, fused)
         c = numba.float64(v) - mean
         acc += c * c
     sh[tid] = acc
     var = block_sum(sh, tid, nt) / n
     scale = numba.float32(1.0 / math.sqrt(var + eps))
     for i in range(tid, n, nt):
-        v = resid_out[row, i] if fused else x[row, i]
+        v = _reload(x, resid_out, row, i, fused)
         c = numba.float32(numba.float64(v) - mean)
         out[row, i] = (c * scale) * weight[i] + bias[i]
 
