@@ -98,11 +98,10 @@ def _check2d(a: Any, name: str, shape: tuple[int, int]) -> None:
         raise KernelError(f"{name} must be float32 {list(shape)}, got {a.dtype} {list(a.shape)}")
 
 
-def rms_norm(out: Any, x: Any, weight: Any, eps: float, *, residual: Any = None,
-             residual_out: Any = None, stream: Any = None, threads: int = MAX_THREADS) -> None:
-    """``out = rms_norm(x (+ residual)) * weight``; with ``residual`` also writes the sum to
-    ``residual_out``, which may alias ``x`` or ``residual`` (each thread re-reads only the
-    elements it wrote itself)."""
+def _residual_args(out: Any, x: Any, residual: Any,
+                   residual_out: Any) -> tuple[int, int, bool, Any, Any]:
+    """Check shapes; (rows, n, fused, residual, residual_out) as the kernels take them (when
+    not fused the kernels never touch the last two, so they get ``x`` and ``out``)."""
     rows, n = x.shape
     _check2d(out, "out", (rows, n))
     fused = residual is not None
@@ -111,8 +110,16 @@ def rms_norm(out: Any, x: Any, weight: Any, eps: float, *, residual: Any = None,
             raise KernelError("residual_out is required with residual")
         _check2d(residual, "residual", (rows, n))
         _check2d(residual_out, "residual_out", (rows, n))
-    r = residual if fused else x
-    ro = residual_out if fused else out
+        return rows, n, True, residual, residual_out
+    return rows, n, False, x, out
+
+
+def rms_norm(out: Any, x: Any, weight: Any, eps: float, *, residual: Any = None,
+             residual_out: Any = None, stream: Any = None, threads: int = MAX_THREADS) -> None:
+    """``out = rms_norm(x (+ residual)) * weight``; with ``residual`` also writes the sum to
+    ``residual_out``, which may alias ``x`` or ``residual`` (each thread re-reads only the
+    elements it wrote itself)."""
+    rows, n, fused, r, ro = _residual_args(out, x, residual, residual_out)
     _rms_norm_kernel[rows, _threads(n, threads), numba_stream(stream)](
         x, r, weight, out, ro, np.float64(eps), fused)
 
@@ -120,16 +127,7 @@ def rms_norm(out: Any, x: Any, weight: Any, eps: float, *, residual: Any = None,
 def layer_norm(out: Any, x: Any, weight: Any, bias: Any, eps: float, *, residual: Any = None,
                residual_out: Any = None, stream: Any = None, threads: int = MAX_THREADS) -> None:
     """``out = layer_norm(x (+ residual)) * weight + bias``; fused residual as in rms_norm."""
-    rows, n = x.shape
-    _check2d(out, "out", (rows, n))
-    fused = residual is not None
-    if fused:
-        if residual_out is None:
-            raise KernelError("residual_out is required with residual")
-        _check2d(residual, "residual", (rows, n))
-        _check2d(residual_out, "residual_out", (rows, n))
-    r = residual if fused else x
-    ro = residual_out if fused else out
+    rows, n, fused, r, ro = _residual_args(out, x, residual, residual_out)
     _layer_norm_kernel[rows, _threads(n, threads), numba_stream(stream)](
         x, r, weight, bias, out, ro, np.float64(eps), fused)
 
