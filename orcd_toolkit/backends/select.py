@@ -17,8 +17,8 @@ def select_backend(device: str = "auto", activations: str = "exact") -> Any:
     backend has it, so it needs ``device="cpu"``."""
     if device not in ("cpu", "gpu", "auto"):
         raise NotAvailable(f"unknown device {device!r} (cpu, gpu or auto)")
-    if activations not in ("exact", "ggml-cpu"):
-        raise InvalidRequest(f"unknown activations mode {activations!r} (exact or ggml-cpu)")
+    if activations not in ("exact", "ggml-cpu", "gpu"):
+        raise InvalidRequest(f"unknown activations mode {activations!r} (exact, ggml-cpu, gpu)")
     if activations != "exact" and device != "cpu":
         raise InvalidRequest(
             f"--activations {activations} is a mode of the NumPy reference: use --device cpu"

@@ -5,16 +5,20 @@ qwen2 files written here with the real files' tensor types (SmolLM2: Q8_0 embedd
 matrices; Qwen2.5-0.5B Q4_K_M: Q5_0 / Q8_0 / Q4_K / Q6_K, Q/K/V biases, untied Q8_0 output),
 and on the real SmolLM2 / Qwen2.5-0.5B files where the store has them.
 
-Tolerance on the logits' normalized MSE ``sum((gpu-ref)^2) / sum(ref^2)``, fixed before the
-device run. The GPU differs from the oracle by (a) K/V stored as f16: relative rounding
-<= 2^-11, rms ~2^-11/sqrt(3) = 2.8e-4, i.e. nMSE ~8e-8 on every cached K/V; (b) prefill
-linears (> 8 rows) on f16 tensor cores: x and W rounded to f16, nMSE ~1.6e-7 per linear
-(the kernel parity run measured 1.2e-7). Every other op matches to ~1e-12. These errors enter
-once per layer and are amplified through the residual stream and the final norm; the CPU
-emulation in ``test_f16_noise_floor_on_cpu`` (the oracle with f16-rounded KV and f16-rounded
-prefill linears) measures the floor they produce on the synthetic models, and the tolerance
-is 1e-4 there — a margin of >10x over the measured floor — and 1e-3 for the 24-30-layer real
-models. Top-1 must be equal on every row and greedy continuations identical.
+Tolerance on the logits' normalized MSE ``sum((gpu-ref)^2) / sum(ref^2)`` against the exact
+oracle, derived before the device run from a CPU emulation of the GPU's three roundings:
+(a) K/V stored as f16 (relative rounding <= 2^-11); (b) prefill linears (> 8 rows) on f16
+tensor cores (x and W rounded to f16, nMSE ~1.6e-7 per linear); (c) decode linears of the
+block types (<= 8 rows) and every MoE expert matmul on the int8 kernels, which round x to q8_1
+per 32 values exactly as llama.cpp CUDA's quantize_q8_1 (``NumpyBackend(activations="gpu")``,
+the kernels' parity tests check the q values). (c) dominates: once a decode input moves by
+~1e-7, Q8 roundings flip downstream, so with (a)-(b) the int8 rounding noise itself is what
+shows, whichever reference. ``test_gpu_numerics_floor_on_cpu`` measures the emulated floor:
+nMSE <= 2.8e-4 on the synthetic models, <= 2.7e-4 on SmolLM2 / Qwen2.5-0.5B (f16 alone,
+without int8: <= 8.7e-7). Tolerance: 3e-3, over 10x that floor. Top-1 must be equal on every
+row whose oracle top-2 margin exceeds 8x the row's rms logit difference (rows nearer a tie
+are decided by the noise; the emulation flips 1 of 8 such rows on Qwen2.5-0.5B, none on the
+synthetic models), and the greedy continuation identical (it is in the emulation).
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ from orcd_toolkit.kernels.backend import (
     translate_error,
 )
 
-SYNTH_NMSE_TOL = 1e-4
-REAL_NMSE_TOL = 1e-3
+SYNTH_NMSE_TOL = 3e-3
+REAL_NMSE_TOL = 3e-3
 BLOCK_SIZE = 16
 
 # -- synthetic models ------------------------------------------------------------------------
@@ -220,7 +224,10 @@ def _compare(path: Path, tol: float, n_greedy: int = 16) -> dict[str, Any]:
         worst = max(worst, e)
         assert e <= tol, f"step {i}: logits nMSE {e:.3g} > {tol:g}"
         top_g, top_r = a.argmax(axis=1), b.argmax(axis=1)
-        bad = np.nonzero(top_g != top_r)[0]
+        top2 = np.sort(b, axis=1)[:, -2:]
+        noise = np.sqrt(np.mean((a.astype(np.float64) - b) ** 2, axis=1))
+        decided = (top2[:, 1] - top2[:, 0]) > 8 * noise
+        bad = np.nonzero((top_g != top_r) & decided)[0]
         assert bad.size == 0, f"step {i}: top-1 differs on rows {bad.tolist()}"
     ref_ids, _ = SequenceRunner(ref, 64).greedy(prompts[0], n_greedy)
     gpu_ids, _ = SequenceRunner(gpu, 64).greedy(prompts[0], n_greedy)
@@ -358,15 +365,28 @@ class _F16Oracle(NumpyBackend):
         return super().linear(x, weight, bias)
 
 
-def test_f16_noise_floor_on_cpu(synthetic_model: Path) -> None:
-    """The error the f16 KV cache and f16 prefill linears alone cause, emulated on the CPU,
-    is well under the GPU tolerance (the tolerance is not tuned to the GPU's result)."""
+def test_gpu_numerics_floor_on_cpu(synthetic_model: Path) -> None:
+    """The error of the GPU's roundings (f16 KV, f16 prefill linears, q8_1 decode
+    activations), emulated on the CPU, is well under the GPU tolerance (the tolerance is not
+    tuned to the GPU's result); f16 alone is far below it."""
     from orcd_toolkit.models import load_model
 
     ref = load_model(synthetic_model, NumpyBackend())
-    f16 = load_model(synthetic_model, _F16Oracle())
     prompts = _prompts(ref.vocab_size)
-    worst = max(_nmse(a, b) for a, b in zip(_run_steps(f16, prompts), _run_steps(ref, prompts),
-                                             strict=True))
-    print(f"{synthetic_model.stem}: f16 noise floor nMSE {worst:.3g}")
-    assert 0 < worst < SYNTH_NMSE_TOL / 10
+    ref_out = _run_steps(ref, prompts)
+    floors = {}
+    for mode in ("exact", "gpu"):
+        emu = load_model(synthetic_model, _F16Oracle(activations=mode))
+        floors[mode] = max(_nmse(a, b) for a, b in zip(_run_steps(emu, prompts), ref_out,
+                                                        strict=True))
+    print(f"{synthetic_model.stem}: emulated floor nMSE {floors}")
+    assert 0 < floors["exact"] < 1e-5
+    assert 0 < floors["gpu"] < SYNTH_NMSE_TOL / 10
+
+
+def test_gpu_twin_batch_limit_matches_the_kernels() -> None:
+    """The NumPy twin rounds exactly the batches the GPU sends to its int8 kernels."""
+    from orcd_toolkit.backends.cpu.backend import GPU_Q8_MAX_BATCH
+    from orcd_toolkit.kernels import quant
+
+    assert GPU_Q8_MAX_BATCH == quant.Q8_MAX_BATCH == quant.MATVEC_MAX_BATCH

@@ -106,3 +106,29 @@ def test_bad_arguments_raise() -> None:
         ops.round_activations(np.zeros((1, 32), np.float32), "q4")
     with pytest.raises(ValueError, match="divisible by 256"):
         ops.round_activations(np.zeros((1, 96), np.float32), "q8_K")
+
+
+def test_gpu_twin_rounds_decode_batches_and_experts_only() -> None:
+    """``activations="gpu"`` mirrors the GPU dispatch: q8_1 for block types at <= 8 rows
+    (int8 matvec), exact above (tensor-core matmul) and for float weights; expert stacks always."""
+    from orcd_toolkit.backends.cpu.backend import GPU_Q8_MAX_BATCH
+    from orcd_toolkit.gguf.quants import random_blocks
+
+    rng = np.random.default_rng(3)
+    be = NumpyBackend(activations="gpu")
+    raw = random_blocks(GGMLType.Q4_K, (8, 256), rng)
+    w = be.load_weight(_Tensor(raw, int(GGMLType.Q4_K), (8, 256)))
+    plain = np.asarray(w)
+    x = rng.standard_normal((GPU_Q8_MAX_BATCH + 1, 256)).astype(np.float32)
+    small = x[:GPU_Q8_MAX_BATCH]
+    np.testing.assert_array_equal(
+        ops.matmul(small, w), ops.matmul(ops.round_activations(small, "q8_1"), plain)
+    )
+    np.testing.assert_array_equal(ops.matmul(x, w), ops.matmul(x, plain))
+    stack = be.load_weight(_Tensor(random_blocks(GGMLType.MXFP4, (2, 8, 256), rng),
+                                   int(GGMLType.MXFP4), (2, 8, 256)))  # fmt: skip
+    np.testing.assert_array_equal(
+        ops.matmul(x, stack[1]), ops.matmul(ops.round_activations(x, "q8_1"), np.asarray(stack[1]))
+    )
+    f16 = _Tensor(np.zeros((8, 512), np.uint8), int(GGMLType.F16), (8, 256))
+    assert type(be.load_weight(f16)) is np.ndarray

@@ -32,7 +32,12 @@ class QuantizedRows:
         return ops.dequantize(self.raw[idx], self.qtype, (idx.shape[0],) + self.shape[1:])
 
 
-ACTIVATIONS = ("exact", "ggml-cpu")
+ACTIVATIONS = ("exact", "ggml-cpu", "gpu")
+
+# The GPU backend's int8 kernels (kernels/quant.py Q8_MAX_BATCH): linear layers of the block
+# types round x to q8_1 at up to this many tokens; MoE expert matvecs always do.
+GPU_Q8_MAX_BATCH = 8
+_FLOAT_TYPES = (0, 1, 30)  # F32, F16, BF16: the GPU multiplies them by x as is
 
 # Q4_1 = 3 (block: f16 d, f16 m, 16 B), Q5_1 = 7 (f16 d, f16 m, 4 + 16 B): the types whose
 # dot with Q8_1 activations has a min term (ggml-common.h block_q4_1 / block_q5_1)
@@ -56,7 +61,10 @@ class NumpyBackend:
     activations exactly. "ggml-cpu" first rounds the activations of every matmul the way
     llama.cpp's CPU backend does for that weight's type (Q8_0 / Q8_K blocks, f16; see
     ``ops.round_activations``), so that logits can be compared with llama.cpp's on the same
-    quantized file at the level of its arithmetic rather than of that rounding noise.
+    quantized file at the level of its arithmetic rather than of that rounding noise. "gpu"
+    is the twin of orcd's GPU backend: x rounded to q8_1 (llama.cpp CUDA's quantize_q8_1)
+    for block-type weights in linear layers of at most ``GPU_Q8_MAX_BATCH`` tokens and in
+    every MoE expert matmul, exact otherwise.
     """
 
     name = "cpu"
@@ -73,6 +81,9 @@ class NumpyBackend:
             scheme = ops.ggml_cpu_activation_scheme(int(tensor.qtype))
             if scheme != "exact":
                 return ops.LinearWeight(w, scheme, _block_mins(tensor))
+        elif self.activations == "gpu" and int(tensor.qtype) not in _FLOAT_TYPES:
+            max_rows = None if w.ndim == 3 else GPU_Q8_MAX_BATCH  # expert stacks: always
+            return ops.LinearWeight(w, "q8_1", act_max_rows=max_rows)
         return w
 
     def load_embedding(self, tensor: Any) -> QuantizedRows:

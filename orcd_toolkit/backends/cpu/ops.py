@@ -287,6 +287,9 @@ def matmul(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None) -> np.n
     """
     scheme = getattr(w, "act_scheme", "exact")
     mins = getattr(w, "block_mins", None)
+    max_rows = getattr(w, "act_max_rows", None)
+    if max_rows is not None and int(np.prod(np.shape(x)[:-1])) > max_rows:
+        scheme, mins = "exact", None  # the rounding applies to small batches only
     xr = round_activations(x, scheme) if scheme != "exact" else x
     out = _f32(xr) @ _f32(w).T
     if mins is not None:
@@ -406,14 +409,22 @@ class LinearWeight(np.ndarray):
 
     act_scheme: str
     block_mins: np.ndarray | None
+    act_max_rows: int | None
 
     def __new__(
-        cls, array: np.ndarray, act_scheme: str, block_mins: np.ndarray | None = None
+        cls,
+        array: np.ndarray,
+        act_scheme: str,
+        block_mins: np.ndarray | None = None,
+        act_max_rows: int | None = None,
     ) -> LinearWeight:
+        """``act_max_rows``: round only when x has at most this many rows (None: always), as
+        a GPU that uses int8 kernels for decode-sized batches only."""
         if act_scheme not in ACTIVATION_SCHEMES:
             raise ValueError(f"unknown activation scheme {act_scheme!r}")
         obj = np.asarray(array, dtype=_F32).view(cls)
         obj.act_scheme = act_scheme
+        obj.act_max_rows = act_max_rows
         if block_mins is not None and block_mins.shape[:-1] != obj.shape[:-1]:
             raise ValueError(f"block_mins {block_mins.shape} do not match rows of {obj.shape}")
         obj.block_mins = block_mins
@@ -421,6 +432,7 @@ class LinearWeight(np.ndarray):
 
     def __array_finalize__(self, obj: object) -> None:
         self.act_scheme = getattr(obj, "act_scheme", "exact")
+        self.act_max_rows = getattr(obj, "act_max_rows", None)
         self.block_mins = None  # valid only for the array it was made for (see __getitem__)
 
     def __getitem__(self, key: object) -> Any:
