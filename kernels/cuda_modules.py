@@ -25,10 +25,12 @@ MATVEC_BATCHES: tuple[int, ...] = (1, 2, 4, 8)
 # block (quantized) types: the ones the pipelined batch-1 matvec serves
 BLOCK_QTYPE_IDS: tuple[int, ...] = (2, 3, 6, 7, 8, 12, 13, 14, 39)
 PIPE_ROWS_PER_WARP: tuple[int, ...] = (1, 4)
-# (rows per warp, vectors per launch, ring stages) instantiations of the int8 (q8_1 activation)
-# matvec qmatvec_q8; stage bytes 4 warps x S x R x padded segment stay under 48 KiB static
-Q8_VARIANTS: tuple[tuple[int, int, int], ...] = (
-    (1, 1, 4), (1, 1, 8), (2, 1, 4), (4, 1, 2), (1, 2, 4), (1, 4, 4), (1, 8, 4),
+# (rows per warp, vectors per launch, ring stages, warps per row group) instantiations of the
+# int8 (q8_1 activation) matvec qmatvec_q8; stage bytes 4 warps x S x R x padded segment stay
+# under 48 KiB static
+Q8_VARIANTS: tuple[tuple[int, int, int, int], ...] = (
+    (1, 1, 4, 1), (2, 1, 4, 1), (4, 1, 2, 1), (1, 1, 4, 4), (2, 1, 4, 4),
+    (1, 2, 4, 1), (1, 4, 4, 1), (1, 8, 4, 1),
 )
 # (vectors per launch, rows per warp, warps per row) instantiations of qmatvec
 # (batches of 2-8 always split rows over 4 warps: fewer instantiations to compile, and those
@@ -53,11 +55,11 @@ def name_expressions(name: str, qtype: int | None = None) -> list[str]:
         out = [f"qmatvec<{q},{nb},{r},{ks}>" for q in qts for nb, r, ks in MATVEC_VARIANTS]
         out += [f"qmatvec_pipe<{q},{r}>" for q in qts if q in BLOCK_QTYPE_IDS
                 for r in PIPE_ROWS_PER_WARP]
-        out += [f"qmatvec_q8<{q},{r},{nb},{st}>" for q in qts if q in BLOCK_QTYPE_IDS
-                for r, nb, st in Q8_VARIANTS]
+        out += [f"qmatvec_q8<{q},{r},{nb},{st},{ks}>" for q in qts if q in BLOCK_QTYPE_IDS
+                for r, nb, st, ks in Q8_VARIANTS]
         out += [f"qmatmul_mma<{q}>" for q in qts]
         out += [f"dequant_rows<{q}>" for q in qts]
-        out.append("empty_kernel")
+        out += ["empty_kernel", "quantize_q8_1"]
         return out
     if name == "attention":
         out = [f"attention_flash<{d},{ATTN_ITEMS_PER_WARP}>" for d in HEAD_DIMS]

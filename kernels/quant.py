@@ -72,6 +72,25 @@ class QuantWeight:
         return self.rows * self.row_bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Q8Activations:
+    """Activations rounded to q8_1 by :func:`quantize_activations`, ready for the int8 matvec.
+
+    ``data`` is uint32 ``[rows, q8_words(cols)]``: per 32 values 8 words of int8 q, f16(d) as
+    an f32, and the sums of q over the first 16 and all 32 values. Several matvecs that read
+    the same activation (q/k/v, gate/up) can share one: the rounding is then done once.
+    """
+
+    data: Any
+    rows: int
+    cols: int
+
+
+def q8_words(cols: int) -> int:
+    """uint32 words of one q8_1-rounded row of ``cols`` values (XQ_WORDS per 32)."""
+    return (cols // 32) * 11
+
+
 def _fn(expr: str, qtype: int) -> Any:
     return cuda_modules.function("quant", expr, int(qtype))
 
@@ -148,26 +167,56 @@ def _q8_stage_bytes(w: QuantWeight, r: int, stages: int) -> int:
     return 4 * stages * r * (((seg + 15) // 16 + 2) * 16)
 
 
-def _q8_variant(w: QuantWeight, nb: int, rows_per_warp: int | None,
-                stages: int | None) -> tuple[int, int]:
-    """(rows per warp, ring stages) of qmatvec_q8 for nb vectors."""
+def _q8_variant(w: QuantWeight, nb: int, rows_per_warp: int | None, stages: int | None,
+                warps_per_row: int | None) -> tuple[int, int, int]:
+    """(rows per warp, ring stages, warps per row group) of qmatvec_q8 for nb vectors."""
     if nb > 1:
-        r, st = rows_per_warp or 1, stages or 4
+        r, st, ks = rows_per_warp or 1, stages or 4, warps_per_row or 1
     else:
-        r = rows_per_warp or next(r for lim, r in Q8_ROWS_PER_WARP_BY_ROWS if w.rows >= lim)
-        st = stages or {1: 4, 2: 4, 4: 2}[r]
-    if (r, nb, st) not in cuda_modules.Q8_VARIANTS:
+        # KS = 4 (4 warps share a row group) measured slower than 1 on every shape (H200:
+        # 896x4864 Q8_0 14.5 us against 11.0): kept as a variant, not a default
+        ks = warps_per_row or 1
+        r = rows_per_warp or (1 if ks > 1 else
+                              next(r for lim, r in Q8_ROWS_PER_WARP_BY_ROWS if w.rows >= lim))
+        st = stages or (2 if r == 4 else 4)
+    if (r, nb, st, ks) not in cuda_modules.Q8_VARIANTS:
         raise KernelError(f"int8 matvec has no variant of {r} rows/warp, {nb} vectors, "
-                          f"{st} stages")
-    return r, st
+                          f"{st} stages, {ks} warps/row")
+    return r, st, ks
+
+
+def quantize_activations(xq: Any, x: Any, *, stream: Any = None) -> Q8Activations:
+    """Round ``x`` [n, cols] to q8_1 into the preallocated uint32 ``xq`` [n, q8_words(cols)]
+    (one launch), exactly as the int8 matvec's own prologue does; pass the result as
+    ``x_q8`` to :func:`matvec` / :func:`expert_matvec`."""
+    check(x, "x", np.float32, (None, None))
+    n, cols = x.shape
+    if cols % 32:
+        raise KernelError(f"q8_1 activations need a multiple of 32 columns, got {cols}")
+    check(xq, "xq", np.uint32, (n, q8_words(cols)))
+    chunks = n * (cols // 32)
+    # one chunk per warp where the vector allows it: the rounding is a latency chain, and one
+    # block of 4 warps doing 7 chunks each took ~2.5 us for 896 values (H200)
+    blocks = max(1, min(cdiv(chunks, 4), _num_sms() * 8))
+    with on_stream(stream):
+        _fn("quantize_q8_1", int(GGMLType.Q8_0))((blocks,), (128,),
+                                                 (x, xq, np.int32(n), np.int32(cols)))
+    return Q8Activations(xq, n, cols)
+
+
+def _check_q8(x_q8: Q8Activations | None, rows: int, cols: int) -> None:
+    if x_q8 is not None and (x_q8.rows, x_q8.cols) != (rows, cols):
+        raise KernelError(f"x_q8 holds [{x_q8.rows}, {x_q8.cols}] activations, the product "
+                          f"needs [{rows}, {cols}]")
 
 
 def _q8_launch(out: Any, x: Any, w: QuantWeight, bias: Any, stream: Any, *, nb: int = 1,
                rows_per_warp: int | None = None, stages: int | None = None,
-               ctas_per_sm: int | None = None, pairs: int = 1, expert_ids: Any = None,
-               x_div: int = 1, x_stride: int = 0, y_stride: int = 0) -> None:
+               warps_per_row: int | None = None, ctas_per_sm: int | None = None,
+               pairs: int = 1, expert_ids: Any = None, x_div: int = 1, x_stride: int = 0,
+               y_stride: int = 0, xq: Any = None) -> None:
     """One launch of qmatvec_q8: nb input vectors, or one per (token, slot) pair (MoE)."""
-    r, st = _q8_variant(w, nb, rows_per_warp, stages)
+    r, st, ks = _q8_variant(w, nb, rows_per_warp, stages, warps_per_row)
     smem = nb * (w.cols // 32) * Q8_XQ_BYTES
     if smem + _q8_stage_bytes(w, r, st) > 48 * 1024:
         raise KernelError(f"int8 matvec: {nb} x {w.cols} columns exceed the 48 KiB of shared memory")
@@ -176,13 +225,15 @@ def _q8_launch(out: Any, x: Any, w: QuantWeight, bias: Any, stream: Any, *, nb: 
     if w.matrix_bytes >= 2**32:
         raise KernelError("int8 matvec: one weight matrix must be under 4 GiB (32-bit offsets)")
     per_sm = ctas_per_sm or Q8_CTAS_PER_SM
-    blocks = min(cdiv(cdiv(w.rows, r), 4), max(1, _num_sms() * per_sm // pairs))
+    groups = cdiv(w.rows, r)
+    blocks = min(groups if ks > 1 else cdiv(groups, 4), max(1, _num_sms() * per_sm // pairs))
     with on_stream(stream):
-        _fn(f"qmatvec_q8<{int(w.qtype)},{r},{nb},{st}>", w.qtype)(
+        _fn(f"qmatvec_q8<{int(w.qtype)},{r},{nb},{st},{ks}>", w.qtype)(
             (blocks, pairs, 1), (128,),
             (w.data, x, out, NULL if bias is None else bias, np.int32(w.rows), np.int32(w.cols),
              np.int64(w.row_bytes), NULL if expert_ids is None else expert_ids,
-             np.int64(w.matrix_bytes), np.int32(x_div), np.int64(x_stride), np.int64(y_stride)),
+             np.int64(w.matrix_bytes), np.int32(x_div), np.int64(x_stride), np.int64(y_stride),
+             NULL if xq is None else xq),
             shared_mem=smem,
         )
 
@@ -201,7 +252,8 @@ def _q8_batches(w: QuantWeight, n: int) -> list[int]:
 def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = None,
            rows_per_warp: int | None = None, warps_per_row: int | None = None,
            pipelined: bool = True, q8_activations: bool | None = None,
-           stages: int | None = None, ctas_per_sm: int | None = None) -> None:
+           stages: int | None = None, ctas_per_sm: int | None = None,
+           x_q8: Q8Activations | None = None) -> None:
     """``out[n, rows] = x[n, cols] @ W.T (+ bias)`` for small n (memory-bound decode path).
 
     Block types at n <= ``Q8_MAX_BATCH`` (or with ``q8_activations=True``): the int8 kernel,
@@ -212,16 +264,23 @@ def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = 
     flight while the current one is decoded), batches are split into launches of 8/4/2/1
     vectors, each reading W once. ``rows_per_warp`` / ``warps_per_row`` / ``pipelined`` /
     ``stages`` / ``ctas_per_sm`` override the automatic choice (benchmarks).
+
+    ``x_q8`` (from :func:`quantize_activations` on this x): the int8 kernel reads the rounded
+    x from it instead of rounding x in every block (same numbers; faster on wide matrices and
+    when several products share x).
     """
     n = _check_linear(out, x, w, bias)
     if w.num_experts:
         raise KernelError("matvec takes a single matrix; use expert_matvec for expert stacks")
+    _check_q8(x_q8, n, w.cols)
     if _use_q8(w, n, q8_activations):
         start = 0
         for nb in _q8_batches(w, n):
             xi, oi = (x, out) if nb == n else (x[start:start + nb], out[start:start + nb])
+            xqi = None if x_q8 is None else x_q8.data[start:start + nb]
             _q8_launch(oi, xi, w, bias, stream, nb=nb, rows_per_warp=rows_per_warp,
-                       stages=stages, ctas_per_sm=ctas_per_sm)
+                       stages=stages, warps_per_row=warps_per_row, ctas_per_sm=ctas_per_sm,
+                       xq=xqi)
             start += nb
         return
     r = rows_per_warp or (4 if w.rows >= ROWS_PER_WARP_MIN_ROWS else 1)
@@ -298,6 +357,7 @@ def expert_matvec(
     bias: Any = None,
     stream: Any = None,
     q8_activations: bool | None = None,
+    x_q8: Q8Activations | None = None,
 ) -> None:
     """MoE expert products reading only the selected experts.
 
@@ -305,7 +365,8 @@ def expert_matvec(
     With ``x_per_slot`` False, x is [T, cols] (every slot of token t reads x[t]: gate/up);
     with True, x is [T, k, cols] (down projection of each slot's own activation).
     ``bias`` [E, rows] is added for the selected expert. Block types use the int8 kernel
-    (x rounded to q8_1 per (token, slot)) unless ``q8_activations`` is False.
+    (x rounded to q8_1 per (token, slot)) unless ``q8_activations`` is False; ``x_q8`` is x
+    already rounded by :func:`quantize_activations` (x viewed as [T, cols] or [T * k, cols]).
     """
     if not w.num_experts:
         raise KernelError("expert_matvec needs an expert stack [E, rows, row_bytes]")
@@ -324,8 +385,10 @@ def expert_matvec(
     if q8_activations:
         if not block:
             raise KernelError(f"{w.qtype.name} weights have no int8 (q8_1 activation) kernel")
+        _check_q8(x_q8, t * k if x_per_slot else t, w.cols)
         _q8_launch(out, x, w, bias, stream, pairs=t * k, expert_ids=expert_ids,
-                   x_div=1 if x_per_slot else k, x_stride=w.cols, y_stride=w.rows)
+                   x_div=1 if x_per_slot else k, x_stride=w.cols, y_stride=w.rows,
+                   xq=None if x_q8 is None else x_q8.data)
         return
     _, ks = _matvec_variant(w, 1, 1, None)
     with on_stream(stream):

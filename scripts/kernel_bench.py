@@ -207,16 +207,34 @@ def bench_linear(cp, b: Bench, quant, quick: bool, sweep: bool, prefill: bool,
                     y, x, w, stream=b.stream, q8_activations=q8) for w in ws])
                 record(f"matvec {path} b={n}", qt.name, shape, t, nbytes)
                 side(qt.name, shape, n, path, t, nbytes)
+            if block and n == 1:
+                # x rounded by its own launch (quantize_activations), then the product reading
+                # it: both launches timed ("int8 2-launch"), and the product alone, as when
+                # one rounded x feeds several products ("int8 shared x")
+                xq = cp.empty((n, quant.q8_words(cols)), cp.uint32)
+                qa = quant.quantize_activations(xq, x, stream=b.stream)
+
+                def two(w) -> None:
+                    quant.quantize_activations(xq, x, stream=b.stream)
+                    quant.matvec(y, x, w, stream=b.stream, x_q8=qa)
+
+                t = b.time_launches([lambda w=w: two(w) for w in ws])
+                record(f"matvec int8 2-launch b={n}", qt.name, shape, t, nbytes)
+                side(qt.name, shape, n, "int8 2-launch", t, nbytes)
+                t = b.time_launches([lambda w=w: quant.matvec(y, x, w, stream=b.stream, x_q8=qa)
+                                     for w in ws])
+                record(f"matvec int8 shared-x b={n}", qt.name, shape, t, nbytes)
+                side(qt.name, shape, n, "int8 shared x", t, nbytes)
             if n == 1 and block and sweep:
-                for r, nb, st in quant.cuda_modules.Q8_VARIANTS:
-                    if nb > 1 or st == 8:
+                for r, nb, st, ks in quant.cuda_modules.Q8_VARIANTS:
+                    if nb > 1 or ks > 1:
                         continue
-                    for per_sm in (4, 8):
-                        t = b.time_launches([lambda w=w, r=r, p=per_sm, st=st: quant.matvec(
-                            y, x, w, stream=b.stream, rows_per_warp=r, stages=st, ctas_per_sm=p)
-                            for w in ws])
-                        record(f"matvec int8 b=1 R={r} S={st} ctas/SM={per_sm}", qt.name, shape,
-                               t, nbytes)
+                    for per_sm in (1, 2, 4, 8):
+                        t = b.time_launches([lambda w=w, r=r, p=per_sm, st=st, ks=ks: quant.matvec(
+                            y, x, w, stream=b.stream, rows_per_warp=r, stages=st,
+                            warps_per_row=ks, ctas_per_sm=p) for w in ws])
+                        record(f"matvec int8 b=1 R={r} S={st} KS={ks} ctas/SM={per_sm}", qt.name,
+                               shape, t, nbytes)
         if prefill and rows * cols <= 60e6:
             n = 512
             x = cp.asarray(rng.normal(0, 1, (n, cols)).astype(np.float32))
@@ -373,12 +391,12 @@ def bench_sampling(cp, b: Bench) -> None:
 
 
 def side_table() -> str:
-    lines = ["| type | shape | batch | f32 path us | f32 % of peak | int8 path us | int8 % of peak |",
-             "|---|---|---|---|---|---|---|"]
+    paths = ("f32", "int8", "int8 2-launch", "int8 shared x")
+    lines = ["| type | shape | batch | " + " | ".join(f"{p} us (% of peak)" for p in paths) + " |",
+             "|---|---|---|" + "---|" * len(paths)]
     for (qt, shape, n), d in SIDE.items():
-        f = d.get("f32", (float("nan"),) * 2)
-        q = d.get("int8", (float("nan"),) * 2)
-        lines.append(f"| {qt} | {shape} | {n} | {f[0]:.2f} | {f[1]:.1f} % | {q[0]:.2f} | {q[1]:.1f} % |")
+        cells = [f"{d[p][0]:.2f} ({d[p][1]:.1f} %)" if p in d else "-" for p in paths]
+        lines.append(f"| {qt} | {shape} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -194,18 +194,32 @@ def check_linear(cp, quant, qt: GGMLType, rows: int, cols: int, label: str, rng)
             if n == 1:
                 record("q8_cost", qt.name, f"{rows}x{cols} n=1 {label}", nmse(got, ref),
                        TOL["q8_cost"], note="int8 path vs exact f32 product")
+            # x rounded once by quantize_activations: the same numbers, bit for bit
+            xd = cp.asarray(x)
+            xq_base = cp.full(n * quant.q8_words(cols) + GUARD, 0xDEADBEEF, cp.uint32)
+            xq = xq_base[:n * quant.q8_words(cols)].reshape(n, quant.q8_words(cols))
+            qa = quant.quantize_activations(xq, xd)
+            out, base = guarded(cp, (n, rows))
+            quant.matvec(out, xd, w, cp.asarray(bias), x_q8=qa)
+            same = bool(np.array_equal(out.get(), got))
+            record("matvec_q8 x_q8", qt.name, f"{rows}x{cols} n={n} {label}",
+                   nmse(out.get(), ref_q8), TOL["matvec_q8"],
+                   guard_ok(cp, base, n * rows) and same
+                   and bool(cp.all(xq_base[n * quant.q8_words(cols):] == 0xDEADBEEF).get()),
+                   "" if same else "differs from the in-kernel rounding")
     if q8:
-        for r, nb, st in quant.cuda_modules.Q8_VARIANTS:  # every variant, not only the default
+        for r, nb, st, ks in quant.cuda_modules.Q8_VARIANTS:  # every variant, not the default only
             x = rng.normal(0, 1, (nb, cols)).astype(np.float32)
             out, base = guarded(cp, (nb, rows))
             try:
                 quant.matvec(out, cp.asarray(x), w, None, rows_per_warp=r, stages=st,
-                             ctas_per_sm=1)
+                             warps_per_row=ks, ctas_per_sm=1)
             except quant.KernelError as exc:  # x staging too large for this variant
-                print(f"  matvec_q8 R={r} NB={nb} S={st} {rows}x{cols}: skipped ({exc})")
+                print(f"  matvec_q8 R={r} NB={nb} S={st} KS={ks} {rows}x{cols}: skipped ({exc})")
                 continue
             ref_q8 = ops.matmul(ops.round_activations(x, "q8_1"), w_ref)
-            record("matvec_q8", qt.name, f"{rows}x{cols} n={nb} R={r} S={st} 1 cta/SM {label}",
+            record("matvec_q8", qt.name,
+                   f"{rows}x{cols} n={nb} R={r} S={st} KS={ks} 1 cta/SM {label}",
                    nmse(out.get(), ref_q8), TOL["matvec_q8"], guard_ok(cp, base, nb * rows))
     for n in (37, 512) if rows * cols <= 16e6 else (37,):
         x = rng.normal(0, 1, (n, cols)).astype(np.float32)
@@ -572,6 +586,14 @@ def check_moe(cp, quant, moe, act, rng) -> None:
                                             for e in ref_ids[i]]) for i in range(t)])
                 record("expert_matvec_q8", qt.name, f"{label} gate T={t} k={k} {f}x{d}",
                        nmse(g.get(), ref_g), TOL["matvec_q8"])
+                xq = cp.empty((t, quant.q8_words(d)), cp.uint32)
+                g2 = cp.empty_like(g)
+                quant.expert_matvec(g2, xd, wg, ids, x_per_slot=False, bias=cp.asarray(gb),
+                                    x_q8=quant.quantize_activations(xq, xd))
+                same = bool(cp.array_equal(g2, g).get())
+                record("expert_matvec_q8 x_q8", qt.name, f"{label} gate T={t} k={k} {f}x{d}",
+                       nmse(g2.get(), ref_g), TOL["matvec_q8"], same,
+                       "" if same else "differs from the in-kernel rounding")
             # the int8 path's twin: every expert product sees round_activations(x, "q8_1")
             scheme = "q8_1" if q8 else "exact"
             ref = ops.moe_experts(

@@ -502,7 +502,8 @@ template <> __device__ __forceinline__ float dot_q8<QT_Q4_K>(const u8* b, int c,
     const int s = s0 + s1;
     int sc, m;
     scale_min_k4_int(sub, b + 4, sc, m);
-    return x.d * (h2f(ld16(b)) * (float)(sc * s) - h2f(ld16(b + 2)) * (float)(m * x.s));
+    const u32 dm = *(const u32*)b;  // f16 d, f16 dmin
+    return x.d * (h2f((u16)dm) * (float)(sc * s) - h2f((u16)(dm >> 16)) * (float)(m * x.s));
 }
 
 template <> __device__ __forceinline__ float dot_q8<QT_Q5_K>(const u8* b, int c, const XQ8& x) {
@@ -519,7 +520,8 @@ template <> __device__ __forceinline__ float dot_q8<QT_Q5_K>(const u8* b, int c,
     }
     int sc, m;
     scale_min_k4_int(sub, b + 4, sc, m);
-    return x.d * (h2f(ld16(b)) * (float)(sc * s) - h2f(ld16(b + 2)) * (float)(m * x.s));
+    const u32 dm = *(const u32*)b;  // f16 d, f16 dmin
+    return x.d * (h2f((u16)dm) * (float)(sc * s) - h2f((u16)(dm >> 16)) * (float)(m * x.s));
 }
 
 template <> __device__ __forceinline__ float dot_q8<QT_Q6_K>(const u8* b, int c, const XQ8& x) {
@@ -527,11 +529,14 @@ template <> __device__ __forceinline__ float dot_q8<QT_Q6_K>(const u8* b, int c,
     u32 lo[8], hi[8];
     ld_words<8, 2>(b + 64 * h + 32 * (qq & 1), lo);
     ld_words<8, 2>(b + 128 + 32 * h, hi);
-    const int lshift = 4 * (qq >> 1), hshift = 2 * qq;
+    const int lshift = 4 * (qq >> 1);
     int s0 = 0, s1 = 0;
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-        const u32 q = ((lo[i] >> lshift) & 0x0F0F0F0Fu) | (((hi[i] >> hshift) & 0x03030303u) << 4);
+        // bits 2qq..2qq+1 of each qh byte moved to bits 4..5: one shift either way, then the
+        // two masked parts merge in a single LOP3
+        const u32 h = qq == 3 ? hi[i] >> 2 : hi[i] << (4 - 2 * qq);
+        const u32 q = ((lo[i] >> lshift) & 0x0F0F0F0Fu) | (h & 0x30303030u);
         if (i < 4) s0 = dp4a((int)q, x.q[i], s0);
         else s1 = dp4a((int)q, x.q[i], s1);
     }
@@ -579,21 +584,36 @@ __device__ __forceinline__ float rcp_approx(float x) {
 // rounding tie (or d is subnormal) does the warp redo the batch with IEEE divisions (a few
 // per cent of batches). Straight-line code for the common case: the per-element IEEE
 // division and its branch made the prologue ~1 us per 8 chunks.
-template <int NB>
+// Which block sums of q the dot of a type reads (Q8_0 and MXFP4 none, Q6_K both halves).
+template <int QT> struct Q8Sums { enum { any = QT != QT_Q8_0 && QT != QT_MXFP4, lo = QT == QT_Q6_K }; };
+
+// NB = 0: the number of vectors is the runtime n_rows (the standalone quantize kernel); warp
+// and nwarps: this warp's index among the nwarps that share the work.
+template <int QT, int NB>
 __device__ __forceinline__ void quantize_x_q8_1(const float* __restrict__ x, int cols,
-                                                long long x_ld, u32* xs) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
-    const int nchunks = cols >> 5, total = NB * nchunks;
-    for (int c0 = warp; c0 < total; c0 += 8 * nwarps) {
-        float v[8], d[8];
-        int q[8];
-        bool near = false;
+                                                long long x_ld, u32* xs, int warp, int nwarps,
+                                                int n_rows = 1) {
+    const int lane = threadIdx.x & 31;
+    const int nchunks = cols >> 5, total = (NB == 0 ? n_rows : NB) * nchunks;
+    // the loads of batch k + 1 are issued before batch k is quantized: one L2 round trip for
+    // the whole vector instead of one per batch (wide rows have 5-9 batches per warp)
+    auto load8 = [&](int c0, float* v) {
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
             const int c = c0 + j * nwarps;
             const int b = NB == 1 ? 0 : c / nchunks, k = NB == 1 ? c : c - b * nchunks;
             v[j] = c < total ? x[b * x_ld + k * 32 + lane] : 0.f;
         }
+    };
+    float vn[8];
+    load8(warp, vn);
+    for (int c0 = warp; c0 < total; c0 += 8 * nwarps) {
+        float v[8], d[8];
+        int q[8];
+        bool near = false;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) v[j] = vn[j];
+        if (c0 + 8 * nwarps < total) load8(c0 + 8 * nwarps, vn);
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
             const float amax = __uint_as_float(redux_max(__float_as_uint(fabsf(v[j]))));
@@ -611,8 +631,8 @@ __device__ __forceinline__ void quantize_x_q8_1(const float* __restrict__ x, int
         for (int j = 0; j < 8; ++j) {
             const int c = c0 + j * nwarps;
             const int qj = max(-127, min(127, q[j]));
-            const int s_lo = redux_add(lane < 16 ? qj : 0);
-            const int s = redux_add(qj);
+            const int s_lo = Q8Sums<QT>::lo ? redux_add(lane < 16 ? qj : 0) : 0;
+            const int s = Q8Sums<QT>::any ? redux_add(qj) : 0;
             if (c < total) {
                 u32* dst = xs + c * XQ_WORDS;
                 ((i8*)dst)[lane] = (i8)qj;

@@ -325,12 +325,12 @@ __device__ __forceinline__ float reduce_rows(const float* v, int lane) {
     return k;
 }
 
-template <int QT, int R, int NB, int S>
+template <int QT, int R, int NB, int S, int KS>
 __global__ void __launch_bounds__(128) qmatvec_q8(
     const u8* __restrict__ W, const float* __restrict__ x, float* __restrict__ y,
     const float* __restrict__ bias, int rows, int cols, long long row_bytes,
     const int* __restrict__ expert_ids, long long expert_stride, int x_div, long long x_stride,
-    long long y_stride) {
+    long long y_stride, const u32* __restrict__ xq) {
     constexpr int SEG = SegBytes<QT>::value;
     static_assert(SEG > 0, "block types only");
     constexpr int SEG_PAD = SegPadQ8<QT>::value;
@@ -338,12 +338,20 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
     __shared__ __align__(16) u8 stage[4][S][R][SEG_PAD];
     extern __shared__ float xs_dyn[];  // [NB][cols / 32][XQ_WORDS] words (one extern name per module)
     u32* xs = (u32*)xs_dyn;
+    static_assert(KS == 1 || KS == 4, "a row group is one warp's or the whole block's");
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int gw = blockIdx.x * 4 + warp, nw = gridDim.x * 4;
     const int n_groups = (rows + R - 1) / R;
     const int nchunks = cols >> 5, nseg = (nchunks + 31) >> 5;
+    // KS = 1: warp gw owns groups gw, gw + nw, ... and walks all their segments. KS = 4 (wide,
+    // short matrices, which leave too few warps otherwise): the block owns a group and warp w
+    // takes its segments w, w + 4, ...; every warp walks the same number of items per group
+    // (empty ones past the row's end), so the partial sums meet at a __syncthreads.
+    const int gw = KS == 1 ? blockIdx.x * 4 + warp : blockIdx.x;
+    const int nw = KS == 1 ? gridDim.x * 4 : gridDim.x;
+    const int spg = KS == 1 ? nseg : (nseg + KS - 1) / KS;  // items per group
+    const int seg0 = KS == 1 ? 0 : warp;
     const int my_groups = gw < n_groups ? (n_groups - gw + nw - 1) / nw : 0;
-    const int n_items = my_groups * nseg;
+    const int n_items = my_groups * spg;
     const u8* Wm = W;
     const float* xp = x;
     float* yp = y;
@@ -358,7 +366,7 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
     }
     // (row group, segment) of the next item to issue and of the item being computed, advanced
     // incrementally: a division by nseg per item cost more than the dot products of a chunk
-    int iss_g = gw, iss_seg = 0, cur_g = gw, cur_seg = 0;
+    int iss_g = gw, iss_seg = seg0, cur_g = gw, cur_seg = seg0;
     // 32-bit byte offsets inside the matrix (the wrapper checks it is under 4 GiB): the 64-bit
     // address arithmetic per row and item was a good part of the instructions per chunk
     const u32 rb = (u32)row_bytes, wlo = (u32)(size_t)Wm & 15u;
@@ -369,7 +377,7 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
     // slot item % S, from the segment's 16-byte-aligned floor; one commit group per item
     // (empty past the end, so group counting stays uniform)
     auto issue = [&](int item) {
-        if (item < n_items) {
+        if (item < n_items && iss_seg < nseg) {
             const int seg_len = min(SEG, (int)(rb - (u32)iss_seg * (u32)SEG));
 #pragma unroll
             for (int r = 0; r < R; ++r) {
@@ -384,8 +392,11 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
                     if (i < nvec) cp_async16(dst + 16 * i, a + i);
                 }
             }
-            if (++iss_seg == nseg) {
-                iss_seg = 0;
+        }
+        if (item < n_items) {
+            iss_seg += KS;
+            if (iss_seg >= seg0 + KS * spg) {
+                iss_seg = seg0;
                 iss_g += nw;
             }
         }
@@ -393,12 +404,21 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
     };
 #pragma unroll
     for (int s = 0; s < S - 1; ++s) issue(s);
-    quantize_x_q8_1<NB>(xp, cols, cols, xs);
+    if (xq == nullptr) {
+        quantize_x_q8_1<QT, NB>(xp, cols, cols, xs, threadIdx.x >> 5, blockDim.x >> 5);
+    } else {
+        // x already rounded by quantize_q8_1 (shared by every matvec of one activation): copy
+        // this block's NB vectors (or its pair's one) to shared memory; all loads in flight
+        const int words = NB * nchunks * XQ_WORDS;
+        const u32* src = xq + (expert_ids != nullptr
+                               ? (long long)(blockIdx.y / x_div) * (x_stride / 32) * XQ_WORDS : 0);
+        for (int i = threadIdx.x; i < words; i += blockDim.x) xs[i] = src[i];
+    }
     __syncthreads();
     if (n_items == 0) return;
     // rows of at most 32 chunks (one segment): a lane's x chunk is the same for every item
     XQ8 xq_fixed;
-    const bool x_fixed = NB == 1 && nseg == 1;
+    const bool x_fixed = NB == 1 && nseg == 1 && KS == 1;
     if (x_fixed && lane < nchunks) load_xq8(xs, lane, xq_fixed);
     float acc[R][NB];
 #pragma unroll
@@ -409,7 +429,7 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
         issue(it + S - 1);
         cp_async_wait<S - 1>();  // this lane's copies of item it have landed
         __syncwarp();            // ... and every other lane's
-        const int c = cur_seg * 32 + lane;
+        const int c = cur_seg * 32 + lane;  // >= nchunks on the empty items of KS > 1
         if (c < nchunks) {
             const u8* src[R];
 #pragma unroll
@@ -425,16 +445,26 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
             }
         }
         __syncwarp();  // all lanes are done with slot it % S before it is refilled
-        if (cur_seg == nseg - 1) {
+        if (cur_seg + KS >= seg0 + KS * spg) {  // the last item of this group for this warp
             if (NB == 1) {
                 float v[R];
 #pragma unroll
                 for (int r = 0; r < R; ++r) v[r] = acc[r][0];
-                const float t = reduce_rows<R>(v, lane);
+                float t = reduce_rows<R>(v, lane);
                 const int rr = R == 4 ? ((lane >> 4) & 1) * 2 + ((lane >> 3) & 1)
                                       : (R == 2 ? (lane >> 4) & 1 : 0);
                 const int row = cur_g * R + rr;
-                if ((lane & (32 / R - 1)) == 0 && row < rows)
+                const bool holder = (lane & (32 / R - 1)) == 0;
+                if (KS > 1) {
+                    __shared__ float red[KS][R];
+                    if (holder) red[warp][rr] = t;
+                    __syncthreads();
+                    t = 0.f;
+#pragma unroll
+                    for (int k = 0; k < KS; ++k) t += red[k][rr];
+                    __syncthreads();  // red is rewritten at the next group
+                }
+                if (holder && (KS == 1 || warp == 0) && row < rows)
                     yp[row] = t + (bp != nullptr ? bp[row] : 0.f);
             } else {
 #pragma unroll
@@ -455,11 +485,22 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
 #pragma unroll
                 for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
         }
-        if (++cur_seg == nseg) {
-            cur_seg = 0;
+        cur_seg += KS;
+        if (cur_seg >= seg0 + KS * spg) {
+            cur_seg = seg0;
             cur_g += nw;
         }
     }
+}
+
+// x [n_rows, cols] f32 -> xq [n_rows, cols / 32, XQ_WORDS] (q8_1 chunks, the same words the
+// matvec prologue writes to shared memory), for matvecs that share one activation vector or
+// whose x is wide compared with their rows (the per-block prologue repeats the quantization
+// in every block: for 896x4864 that was as much work as the product itself).
+__global__ void __launch_bounds__(128) quantize_q8_1(const float* __restrict__ x,
+                                                     u32* __restrict__ xq, int n_rows, int cols) {
+    quantize_x_q8_1<QT_Q6_K, 0>(x, cols, cols, xq, blockIdx.x * 4 + (threadIdx.x >> 5),
+                                gridDim.x * 4, n_rows);
 }
 
 // An empty kernel of the same launch shape: the bench times it in the same graph method to
