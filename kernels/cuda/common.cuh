@@ -351,6 +351,12 @@ __device__ __forceinline__ u32 shf_r(u32 lo, u32 hi, u32 sh) {
 // Not volatile: volatile asm keeps its order, which serialized the 8 independent chunks of a
 // quantize_x_q8_1 batch into one long latency chain (~1 us per batch of 8 on an H200). They
 // are called in warp-uniform control flow only.
+__device__ __forceinline__ u32 shf_l(u32 lo, u32 hi, u32 sh) {
+    u32 r;
+    asm("shf.l.wrap.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(lo), "r"(hi), "r"(sh));
+    return r;
+}
+
 __device__ __forceinline__ u32 redux_max(u32 v) {
     u32 r;
     asm("redux.sync.max.u32 %0, %1, 0xffffffff;" : "=r"(r) : "r"(v));
@@ -512,10 +518,12 @@ template <> __device__ __forceinline__ float dot_q8<QT_Q5_K>(const u8* b, int c,
     ld_words<8, 16>(b + 48 + 32 * (sub >> 1), v);
     ld_words<8, 16>(b + 16, h);
     const int shift = (sub & 1) * 4;
+    const u32 hrot = (u32)(4 - sub) & 31u;
     int s = 0;
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-        const u32 q = ((v[i] >> shift) & 0x0F0F0F0Fu) | (((h[i] >> sub) & 0x01010101u) << 4);
+        // bit sub of each qh byte to bit 4: one rotation left by 4 - sub, masked
+        const u32 q = ((v[i] >> shift) & 0x0F0F0F0Fu) | (shf_l(h[i], h[i], hrot) & 0x10101010u);
         s = dp4a((int)q, x.q[i], s);
     }
     int sc, m;
@@ -529,14 +537,14 @@ template <> __device__ __forceinline__ float dot_q8<QT_Q6_K>(const u8* b, int c,
     u32 lo[8], hi[8];
     ld_words<8, 2>(b + 64 * h + 32 * (qq & 1), lo);
     ld_words<8, 2>(b + 128 + 32 * h, hi);
-    const int lshift = 4 * (qq >> 1);
+    const u32 lshift = 4 * (qq >> 1), hrot = (u32)(4 - 2 * qq) & 31u;
     int s0 = 0, s1 = 0;
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-        // bits 2qq..2qq+1 of each qh byte moved to bits 4..5: one shift either way, then the
-        // two masked parts merge in a single LOP3
-        const u32 h = qq == 3 ? hi[i] >> 2 : hi[i] << (4 - 2 * qq);
-        const u32 q = ((lo[i] >> lshift) & 0x0F0F0F0Fu) | (h & 0x30303030u);
+        // bits 2qq..2qq+1 of each qh byte to bits 4..5 by one rotation (left by 4 - 2qq: bits
+        // that cross a byte boundary land outside the 0x30 mask), then one LOP3 merges
+        const u32 h = shf_l(hi[i], hi[i], hrot) & 0x30303030u;
+        const u32 q = ((lo[i] >> lshift) & 0x0F0F0F0Fu) | h;
         if (i < 4) s0 = dp4a((int)q, x.q[i], s0);
         else s1 = dp4a((int)q, x.q[i], s1);
     }
