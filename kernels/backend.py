@@ -45,6 +45,9 @@ DEFAULT_CHUNK_BYTES = 64 << 20  # host->device copy unit: bounds pinned staging 
 # types the CUDA kernels decode (cuda_modules.QTYPE_IDS; kept here so planning needs no CuPy)
 KERNEL_QTYPES = frozenset((0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 30, 39))
 VECTOR_QTYPES = frozenset((0, 1, 30))
+# the block types (cuda_modules.BLOCK_QTYPE_IDS): the int8 (q8_1 activation) kernels' types
+BLOCK_QTYPES = frozenset((2, 3, 6, 7, 8, 12, 13, 14, 39))
+MAX_GRID_Y = 65535  # quant.MAX_GRID_Y: (token, slot) products per expert launch
 
 ProgressFn = Callable[[int, int, str], None]  # (bytes copied so far, bytes planned, tensor)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -168,6 +171,19 @@ def _guard(phase: str) -> Callable[[F], F]:
     return deco
 
 
+def moe_int8_plan(gate: tuple[int, int, int], up: tuple[int, int, int], down_qtype: int,
+                  pairs: int) -> str:
+    """How ``GpuBackend.moe`` runs the expert products of ``pairs`` (token, slot) pairs, from
+    the stacks' ``(qtype, rows, cols)`` (gate, up) and the down stack's type: "fused" (x
+    rounded once, gate and up of every selected expert in one int8 launch: both stacks of one
+    block type and shape, and 2 * pairs within CUDA's grid.y), "shared" (block types: x and
+    the activation each rounded once, one launch per stack), "default" (a float stack: each
+    product as ``quant.expert_matvec`` picks)."""
+    if not all(q in BLOCK_QTYPES for q in (gate[0], up[0], down_qtype)):
+        return "default"
+    return "fused" if gate == up and 2 * pairs <= MAX_GRID_Y else "shared"
+
+
 # -- the backend ----------------------------------------------------------------------------
 
 
@@ -232,6 +248,10 @@ class GpuBackend:
         self._consts: dict[tuple[str, int], Any] = {}
         # one zero frequency: cos 1, sin 0 is an exact identity rotation (write_kv only)
         self._zero_freq = cp.zeros((1,), cp.float64)
+        from orcd_toolkit.kernels.quant import SharedActivations
+
+        # each decode activation rounded to q8_1 once for all the int8 products reading it
+        self._q8 = SharedActivations(lambda shape: self._empty(shape, cp.uint32))
 
     @property
     def vram_bytes_used(self) -> int:
@@ -454,13 +474,17 @@ class GpuBackend:
 
     @_guard("run")
     def linear(self, x: Any, weight: Any, bias: Any = None) -> Any:
-        """Quantized matvec up to 8 rows, tensor-core matmul (x rounded to f16) above."""
-        from orcd_toolkit.kernels import quant
+        """Quantized matvec up to 8 rows, tensor-core matmul (x rounded to f16) above.
 
+        At up to 8 rows the int8 products of one x share its q8_1 rounding (q, k and v; gate
+        and up): the first rounds it (inside its kernel, or by its own launch for wide x) and
+        the others read it (``quant.SharedActivations``; the same numbers as rounding per
+        product).
+        """
         x = self._contig(x)
         out = self._empty((x.shape[0], weight.rows))
         if x.shape[0]:
-            quant.linear(out, x, weight, bias, stream=self.stream)
+            self._q8.linear(out, x, weight, bias, stream=self.stream)
         return out
 
     @_guard("run")
@@ -581,8 +605,17 @@ class GpuBackend:
         moe.route(ids, weights, router_logits, stream=self.stream)
         g = self._empty((t, k, gate_w.rows))
         u = self._empty((t, k, up_w.rows))
-        quant.expert_matvec(g, x, gate_w, ids, x_per_slot=False, bias=gate_b, stream=self.stream)
-        quant.expert_matvec(u, x, up_w, ids, x_per_slot=False, bias=up_b, stream=self.stream)
+        plan = moe_int8_plan((int(gate_w.qtype), gate_w.rows, gate_w.cols),
+                             (int(up_w.qtype), up_w.rows, up_w.cols), int(down_w.qtype), t * k)
+        xq = self._q8.rounded(x, stream=self.stream) if plan != "default" else None
+        if plan == "fused":
+            quant.expert_gate_up(g, u, x, gate_w, up_w, ids, gate_bias=gate_b, up_bias=up_b,
+                                 stream=self.stream, x_q8=xq)
+        else:
+            quant.expert_matvec(g, x, gate_w, ids, x_per_slot=False, bias=gate_b,
+                                stream=self.stream, x_q8=xq)
+            quant.expert_matvec(u, x, up_w, ids, x_per_slot=False, bias=up_b,
+                                stream=self.stream, x_q8=xq)
         act = self._empty((t, k, gate_w.rows))
         g2, u2, a2 = (a.reshape(t * k, gate_w.rows) for a in (g, u, act))
         if activation == "swiglu_oai":
@@ -591,8 +624,9 @@ class GpuBackend:
         else:
             activations.swiglu(a2, g2, u2, stream=self.stream)
         y = self._empty((t, k, down_w.rows))
+        down_q = self._q8.rounded(a2, stream=self.stream) if plan != "default" else None
         quant.expert_matvec(y, act, down_w, ids, x_per_slot=True, bias=down_b,
-                            stream=self.stream)
+                            stream=self.stream, x_q8=down_q)
         moe.combine(out, y, weights, stream=self.stream)
         return out
 

@@ -112,6 +112,7 @@ Q8_MAX_BATCH = 8
 Q8_ROWS_PER_WARP_BY_ROWS: tuple[tuple[int, int], ...] = ((4096, 4), (2048, 2), (0, 1))
 Q8_CTAS_PER_SM = 8  # grid cap of the int8 kernel (blocks of 128 threads per SM)
 Q8_XQ_BYTES = 11 * 4  # shared memory per 32-value chunk of x in q8_1 (XQ_WORDS words)
+MAX_GRID_Y = 65535  # CUDA's grid.y limit: (token, slot) products per expert launch
 
 ROWS_PER_WARP_MIN_ROWS = 16384  # below this, one row per warp keeps enough warps in flight
 SPLIT_MIN_SEGMENTS = 4  # rows of at least 4 segments (128 chunks) are split over 4 warps
@@ -205,17 +206,26 @@ def quantize_activations(xq: Any, x: Any, *, stream: Any = None) -> Q8Activation
 
 
 def _check_q8(x_q8: Q8Activations | None, rows: int, cols: int) -> None:
-    if x_q8 is not None and (x_q8.rows, x_q8.cols) != (rows, cols):
+    if x_q8 is None:
+        return
+    if (x_q8.rows, x_q8.cols) != (rows, cols):
         raise KernelError(f"x_q8 holds [{x_q8.rows}, {x_q8.cols}] activations, the product "
                           f"needs [{rows}, {cols}]")
+    check(x_q8.data, "x_q8.data", np.uint32, (rows, q8_words(cols)))
 
 
 def _q8_launch(out: Any, x: Any, w: QuantWeight, bias: Any, stream: Any, *, nb: int = 1,
                rows_per_warp: int | None = None, stages: int | None = None,
                warps_per_row: int | None = None, ctas_per_sm: int | None = None,
                pairs: int = 1, expert_ids: Any = None, x_div: int = 1, x_stride: int = 0,
-               y_stride: int = 0, xq: Any = None) -> None:
-    """One launch of qmatvec_q8: nb input vectors, or one per (token, slot) pair (MoE)."""
+               y_stride: int = 0, xq: Any = None, xq_out: Any = None,
+               second: tuple[Any, QuantWeight, Any] | None = None) -> None:
+    """One launch of qmatvec_q8: nb input vectors, or one per (token, slot) pair (MoE).
+
+    ``xq_out``: block 0 also stores its rounding of x there (dense products, no ``xq``).
+    ``second`` = (out2, w2, bias2): a second matrix of w's type and shape read with the same
+    x in the same grid (grid.y doubles; MoE gate and up).
+    """
     r, st, ks = _q8_variant(w, nb, rows_per_warp, stages, warps_per_row)
     smem = nb * (w.cols // 32) * Q8_XQ_BYTES
     if smem + _q8_stage_bytes(w, r, st) > 48 * 1024:
@@ -224,16 +234,30 @@ def _q8_launch(out: Any, x: Any, w: QuantWeight, bias: Any, stream: Any, *, nb: 
         raise KernelError("int8 matvec needs 16-byte aligned weight data")
     if w.matrix_bytes >= 2**32:
         raise KernelError("int8 matvec: one weight matrix must be under 4 GiB (32-bit offsets)")
+    if second is not None:
+        w2 = second[1]
+        if (w2.qtype, w2.rows, w2.cols, w2.num_experts) != (w.qtype, w.rows, w.cols,
+                                                             w.num_experts):
+            raise KernelError("a fused pair of products needs two weights of one type and shape")
+        if int(w2.data.data.ptr) % 16:
+            raise KernelError("int8 matvec needs 16-byte aligned weight data")
+    mats = 1 if second is None else 2
+    if pairs * mats > MAX_GRID_Y:
+        raise KernelError(f"int8 matvec: {pairs * mats} (token, slot) products exceed the grid")
     per_sm = ctas_per_sm or Q8_CTAS_PER_SM
     groups = cdiv(w.rows, r)
-    blocks = min(groups if ks > 1 else cdiv(groups, 4), max(1, _num_sms() * per_sm // pairs))
+    blocks = min(groups if ks > 1 else cdiv(groups, 4),
+                 max(1, _num_sms() * per_sm // (pairs * mats)))
+    out2, w2d, b2 = (NULL, NULL, NULL) if second is None else (
+        second[0], second[1].data, NULL if second[2] is None else second[2])
     with on_stream(stream):
         _fn(f"qmatvec_q8<{int(w.qtype)},{r},{nb},{st},{ks}>", w.qtype)(
-            (blocks, pairs, 1), (128,),
+            (blocks, pairs * mats, 1), (128,),
             (w.data, x, out, NULL if bias is None else bias, np.int32(w.rows), np.int32(w.cols),
              np.int64(w.row_bytes), NULL if expert_ids is None else expert_ids,
              np.int64(w.matrix_bytes), np.int32(x_div), np.int64(x_stride), np.int64(y_stride),
-             NULL if xq is None else xq),
+             NULL if xq is None else xq, NULL if xq_out is None else xq_out,
+             w2d, b2, out2, np.int32(pairs)),
             shared_mem=smem,
         )
 
@@ -253,7 +277,7 @@ def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = 
            rows_per_warp: int | None = None, warps_per_row: int | None = None,
            pipelined: bool = True, q8_activations: bool | None = None,
            stages: int | None = None, ctas_per_sm: int | None = None,
-           x_q8: Q8Activations | None = None) -> None:
+           x_q8: Q8Activations | None = None, x_q8_out: Q8Activations | None = None) -> None:
     """``out[n, rows] = x[n, cols] @ W.T (+ bias)`` for small n (memory-bound decode path).
 
     Block types at n <= ``Q8_MAX_BATCH`` (or with ``q8_activations=True``): the int8 kernel,
@@ -268,19 +292,28 @@ def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = 
     ``x_q8`` (from :func:`quantize_activations` on this x): the int8 kernel reads the rounded
     x from it instead of rounding x in every block (same numbers; faster on wide matrices and
     when several products share x).
+
+    ``x_q8_out`` (no ``x_q8``): the int8 kernel's first block also stores its rounding of x
+    there, as :func:`quantize_activations` would (same words, both block sums), at no extra
+    launch: the next products of this x pass it as ``x_q8``.
     """
     n = _check_linear(out, x, w, bias)
     if w.num_experts:
         raise KernelError("matvec takes a single matrix; use expert_matvec for expert stacks")
     _check_q8(x_q8, n, w.cols)
-    if _use_q8(w, n, q8_activations):
+    _check_q8(x_q8_out, n, w.cols)
+    use_q8 = _use_q8(w, n, q8_activations)
+    if x_q8_out is not None and (x_q8 is not None or not use_q8):
+        raise KernelError("x_q8_out needs the int8 path rounding x itself (no x_q8)")
+    if use_q8:
         start = 0
         for nb in _q8_batches(w, n):
             xi, oi = (x, out) if nb == n else (x[start:start + nb], out[start:start + nb])
             xqi = None if x_q8 is None else x_q8.data[start:start + nb]
+            xqo = None if x_q8_out is None else x_q8_out.data[start:start + nb]
             _q8_launch(oi, xi, w, bias, stream, nb=nb, rows_per_warp=rows_per_warp,
                        stages=stages, warps_per_row=warps_per_row, ctas_per_sm=ctas_per_sm,
-                       xq=xqi)
+                       xq=xqi, xq_out=xqo)
             start += nb
         return
     r = rows_per_warp or (4 if w.rows >= ROWS_PER_WARP_MIN_ROWS else 1)
@@ -398,6 +431,126 @@ def expert_matvec(
              np.int64(w.row_bytes), expert_ids, np.int64(w.matrix_bytes),
              np.int32(1 if x_per_slot else k), np.int64(w.cols), np.int64(w.rows)),
         )
+
+
+# an activation of at least this many columns is rounded by its own launch
+# (quantize_activations) before its first int8 product; narrower ones are rounded inside the
+# first product, whose block 0 stores the rounding for the next (H200, batch 1: the in-kernel
+# rounding is repeated by every block, which costs more than a launch once x is wide: 896x4864
+# Q8_0 10.1 us in-kernel against 9.1 us as two launches, 3072x8192 Q4_K 18.8 against 14.2;
+# at 896 and 1536 columns the extra launch loses: 896x896 3.7 against 5.3 us)
+Q8_PREQUANT_MIN_COLS = 2048
+
+
+def q8_plan(n: int, cols: int, qtype: int, shared: bool) -> str:
+    """How a decode product of ``n`` vectors of ``cols`` values by a ``qtype`` matrix gets its
+    q8_1 x (what :class:`SharedActivations` does): "f32" (no int8 path: float weights or
+    more than ``Q8_MAX_BATCH`` vectors), "shared" (x was rounded already), "prequant" (round
+    x by its own launch, then the product), "inline" (the product rounds x and stores the
+    rounding for the next product of the same x)."""
+    if int(qtype) not in cuda_modules.BLOCK_QTYPE_IDS or n > Q8_MAX_BATCH or n == 0:
+        return "f32"
+    if shared:
+        return "shared"
+    return "prequant" if cols >= Q8_PREQUANT_MIN_COLS else "inline"
+
+
+class SharedActivations:
+    """Each activation rounded to q8_1 once, for every int8 product that reads it.
+
+    A decoder layer multiplies one x by several matrices (q, k and v; gate and up; the MoE
+    experts): the int8 kernels would round x again in every launch (and in every block of
+    it). This keeps, per activation width, one device uint32 buffer (grown to the next power
+    of two of rows when a larger batch comes) and the array whose rounding it holds; a product
+    of the same array object reads the buffer (``x_q8``), a product of another array of that
+    width rounds into it again. The numbers are those of the kernels' own rounding, bit for
+    bit. Arrays are recognized by identity, and the entry holds a reference so the identity
+    cannot be reused: callers must not modify an activation in place after a product has
+    read it (GpuBackend's ops never do). All launches must go to one stream (a rounding is
+    overwritten only after the products enqueued before it).
+
+    ``alloc(shape)`` returns an uninitialised device uint32 array.
+    """
+
+    def __init__(self, alloc: Any) -> None:
+        self._alloc = alloc
+        self._bufs: dict[int, Any] = {}
+        self._held: dict[int, tuple[Any, Q8Activations]] = {}
+        self.launches_saved = 0  # products that read a rounding made for an earlier one
+
+    def lookup(self, x: Any) -> Q8Activations | None:
+        """The rounding of this very array, if a product of it made one."""
+        hit = self._held.get(int(x.shape[1]))
+        return hit[1] if hit is not None and hit[0] is x else None
+
+    def claim(self, x: Any) -> Q8Activations:
+        """The buffer of x's width, recorded as holding x's rounding (the caller fills it)."""
+        n, cols = int(x.shape[0]), int(x.shape[1])
+        buf = self._bufs.get(cols)
+        if buf is None or buf.shape[0] < n:
+            cap = 1 << max(0, n - 1).bit_length()
+            buf = self._bufs[cols] = self._alloc((cap, q8_words(cols)))
+        qa = Q8Activations(buf[:n], n, cols)
+        self._held[cols] = (x, qa)
+        return qa
+
+    def clear(self) -> None:
+        """Forget every recorded rounding (buffers stay allocated)."""
+        self._held.clear()
+
+    def rounded(self, x: Any, *, stream: Any = None) -> Q8Activations:
+        """x [n, cols] as q8_1: the recorded rounding, else one quantize launch into the
+        buffer."""
+        qa = self.lookup(x)
+        if qa is not None:
+            self.launches_saved += 1
+            return qa
+        return quantize_activations(self.claim(x).data, x, stream=stream)
+
+    def linear(self, out: Any, x: Any, w: QuantWeight, bias: Any = None, *,
+               stream: Any = None) -> None:
+        """:func:`linear` with x's rounding shared across products (see :func:`q8_plan`)."""
+        n, cols = int(x.shape[0]), int(x.shape[1])
+        plan = q8_plan(n, cols, int(w.qtype), self.lookup(x) is not None)
+        if plan == "f32":
+            linear(out, x, w, bias, stream=stream)
+        elif plan == "inline":
+            matvec(out, x, w, bias, stream=stream, x_q8_out=self.claim(x))
+        else:
+            matvec(out, x, w, bias, stream=stream, x_q8=self.rounded(x, stream=stream))
+
+
+def expert_gate_up(gate_out: Any, up_out: Any, x: Any, gate_w: QuantWeight, up_w: QuantWeight,
+                   expert_ids: Any, *, gate_bias: Any = None, up_bias: Any = None,
+                   stream: Any = None, x_q8: Q8Activations | None = None) -> None:
+    """The MoE gate and up products of every selected expert in one int8 launch.
+
+    Equal to ``expert_matvec(gate_out, x, gate_w, ...)`` and ``expert_matvec(up_out, x, up_w,
+    ...)`` (x_per_slot False), bit for bit: the same blocks compute the same sums, only the
+    grid is shared, so one launch streams both stacks of the k selected experts (gpt-oss-20b:
+    8 x 4.4 MB at T = 1) with one ramp and one tail instead of two. Both stacks must be of one
+    block type and shape; ``x_q8`` is x rounded by :func:`quantize_activations` (without it
+    every block rounds x itself).
+    """
+    for w in (gate_w, up_w):
+        if not w.num_experts:
+            raise KernelError("expert_gate_up needs expert stacks [E, rows, row_bytes]")
+        if int(w.qtype) not in cuda_modules.BLOCK_QTYPE_IDS:
+            raise KernelError(f"{w.qtype.name} weights have no int8 (q8_1 activation) kernel")
+    if (gate_w.qtype, gate_w.rows, gate_w.cols, gate_w.num_experts) != (
+            up_w.qtype, up_w.rows, up_w.cols, up_w.num_experts):
+        raise KernelError("a fused pair of products needs two weights of one type and shape")
+    check(expert_ids, "expert_ids", np.int32, (None, None))
+    t, k = expert_ids.shape
+    check(x, "x", np.float32, (t, gate_w.cols))
+    for o, w, b, name in ((gate_out, gate_w, gate_bias, "gate"), (up_out, up_w, up_bias, "up")):
+        check(o, f"{name}_out", np.float32, (t, k, w.rows))
+        if b is not None:
+            check(b, f"{name}_bias", np.float32, (w.num_experts, w.rows))
+    _check_q8(x_q8, t, gate_w.cols)
+    _q8_launch(gate_out, x, gate_w, gate_bias, stream, pairs=t * k, expert_ids=expert_ids,
+               x_div=k, x_stride=gate_w.cols, y_stride=gate_w.rows,
+               xq=None if x_q8 is None else x_q8.data, second=(up_out, up_w, up_bias))
 
 
 def embed(out: Any, table: QuantWeight, token_ids: Any, *, stream: Any = None) -> None:

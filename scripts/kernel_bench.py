@@ -283,6 +283,110 @@ def bench_moe(cp, b: Bench, quant) -> None:
                 record(f"expert_matvec {path} T={t_tok}", "MXFP4", shape, tm, nbytes)
                 side("MXFP4", f"experts {rows}x{d} T={t_tok}", 1, path, tm, nbytes)
         del w
+    bench_moe_ffn(cp, b, quant)
+
+
+def bench_moe_ffn(cp, b: Bench, quant) -> None:
+    """gpt-oss-20b's expert FFN at decode as the GPU backend runs it: gate, up (2880x2880
+    each) and down (2880x2880) of 4 of 32 MXFP4 experts per token. "per product": three
+    expert_matvec launches, each block rounding its x (the previous backend); "shared": x and
+    the SwiGLU output each rounded once by quantize_activations, gate and up of every
+    selected expert in one expert_gate_up launch (GpuBackend.moe now). The SwiGLU itself is
+    left out (not an expert product). Launch i reads expert set i of 8 disjoint sets."""
+    rng = np.random.default_rng(3)
+    n_exp, k, d, f = 32, 4, 2880, 2880
+    stacks = [quant.QuantWeight(cp.asarray(random_blocks(GGMLType.MXFP4, (n_exp, r, c), rng)),
+                                GGMLType.MXFP4, r, c) for r, c in ((f, d), (f, d), (d, f))]
+    wg, wu, wd = stacks
+    for t_tok in (1, 8):
+        sets = []
+        for i in range(8):
+            pool = np.arange(4 * i, 4 * i + 4) if t_tok == 1 else rng.permutation(n_exp)[:8]
+            ids = np.stack([rng.permutation(pool)[:k] for _ in range(t_tok)]).astype(np.int32)
+            sets.append((cp.asarray(ids), len(np.unique(ids))))
+        distinct = float(np.mean([n for _, n in sets]))
+        x = cp.asarray(rng.normal(0, 1, (t_tok, d)).astype(np.float32))
+        act = cp.asarray(rng.normal(0, 1, (t_tok, k, f)).astype(np.float32))
+        g = cp.empty((t_tok, k, f), cp.float32)
+        u = cp.empty_like(g)
+        y = cp.empty((t_tok, k, d), cp.float32)
+        xq = cp.empty((t_tok, quant.q8_words(d)), cp.uint32)
+        aq = cp.empty((t_tok * k, quant.q8_words(f)), cp.uint32)
+
+        def per_product(ids) -> None:
+            quant.expert_matvec(g, x, wg, ids, x_per_slot=False, stream=b.stream)
+            quant.expert_matvec(u, x, wu, ids, x_per_slot=False, stream=b.stream)
+            quant.expert_matvec(y, act, wd, ids, x_per_slot=True, stream=b.stream)
+
+        def gate_up_only(ids, qa) -> None:
+            quant.expert_gate_up(g, u, x, wg, wu, ids, stream=b.stream, x_q8=qa)
+
+        def shared(ids) -> None:
+            qa = quant.quantize_activations(xq, x, stream=b.stream)
+            quant.expert_gate_up(g, u, x, wg, wu, ids, stream=b.stream, x_q8=qa)
+            qd = quant.quantize_activations(aq, act.reshape(t_tok * k, f), stream=b.stream)
+            quant.expert_matvec(y, act, wd, ids, x_per_slot=True, stream=b.stream, x_q8=qd)
+
+        shape = f"gate+up+down {n_exp}x{f}x{d} k={k} T={t_tok} (~{distinct:.0f} experts)"
+        nbytes = distinct * 3 * wg.matrix_bytes
+        for path, fn in (("per product", per_product), ("shared", shared)):
+            tm = b.time_launches([lambda ids=ids, fn=fn: fn(ids) for ids, _ in sets])
+            record(f"moe ffn {path}", "MXFP4", shape, tm, nbytes)
+            side("MXFP4", f"moe ffn gate+up+down T={t_tok}", 1,
+                 "int8" if path == "per product" else "int8 shared x", tm, nbytes)
+        qa = quant.quantize_activations(xq, x, stream=b.stream)
+        tm = b.time_launches([lambda ids=ids: gate_up_only(ids, qa) for ids, _ in sets])
+        record("expert_gate_up shared x", "MXFP4",
+               f"gate+up {n_exp}x{f}x{d} k={k} T={t_tok}", tm, distinct * 2 * wg.matrix_bytes)
+        side("MXFP4", f"expert_gate_up (one launch) T={t_tok}", 1, "int8 shared x", tm,
+             distinct * 2 * wg.matrix_bytes)
+
+
+def bench_layer(cp, b: Bench, quant) -> None:
+    """The decode linears of one layer at batch 1 as the GPU backend issues them, each
+    product rounding its own x ("per product", the previous backend) against
+    SharedActivations (one rounding per activation: q/k/v, gate/up share theirs; wide x
+    rounded by its own launch). Real shapes and the types of the Q4_K_M files (Qwen2.5 0.5B:
+    Q5_0 with a Q8_0 v and Q4_K down; 1.5B: Q4_K with a Q6_K down; gpt-oss-20b attention:
+    Q8_0). Weights rotate over copies of the layer > 4x L2."""
+    rng = np.random.default_rng(4)
+    Q5, Q8, K4, K6 = GGMLType.Q5_0, GGMLType.Q8_0, GGMLType.Q4_K, GGMLType.Q6_K
+    layers = {
+        "qwen0.5b layer": (896, [("x", Q5, 896, 896), ("x", Q5, 128, 896), ("x", Q8, 128, 896),
+                                 ("a", Q5, 896, 896), ("h", Q5, 4864, 896), ("h", Q5, 4864, 896),
+                                 ("f", K4, 896, 4864)]),
+        "qwen1.5b layer": (1536, [("x", K4, 1536, 1536), ("x", K4, 256, 1536),
+                                  ("x", K4, 256, 1536), ("a", K4, 1536, 1536),
+                                  ("h", K4, 8960, 1536), ("h", K4, 8960, 1536),
+                                  ("f", K6, 1536, 8960)]),
+        "gpt-oss attn q/k/v/o": (2880, [("x", Q8, 4096, 2880), ("x", Q8, 512, 2880),
+                                        ("x", Q8, 512, 2880), ("a", Q8, 2880, 4096)]),
+    }
+    for label, (_, mats) in layers.items():
+        one = [(src, quant.QuantWeight(cp.asarray(random_blocks(qt, (r, c), rng)), qt, r, c))
+               for src, qt, r, c in mats]
+        nbytes = sum(w.matrix_bytes for _, w in one)
+        copies = copies_for(nbytes)
+        sets = [one] + [[(s, quant.QuantWeight(w.data.copy(), w.qtype, w.rows, w.cols))
+                         for s, w in one] for _ in range(copies - 1)]
+        xs = {s: cp.asarray(rng.normal(0, 1, (1, w.cols)).astype(np.float32)) for s, w in one}
+        outs = [cp.empty((1, w.rows), cp.float32) for _, w in one]
+        sa = quant.SharedActivations(lambda shape: cp.empty(shape, cp.uint32))
+
+        def per_product(ws) -> None:
+            for (s, w), o in zip(ws, outs, strict=True):
+                quant.matvec(o, xs[s], w, stream=b.stream)
+
+        def shared(ws) -> None:
+            sa.clear()  # each replay starts a new layer: its activations are new arrays
+            for (s, w), o in zip(ws, outs, strict=True):
+                sa.linear(o, xs[s], w, stream=b.stream)
+
+        for path, fn in (("per product", per_product), ("shared", shared)):
+            tm = b.time_launches([lambda ws=ws, fn=fn: fn(ws) for ws in sets])
+            record(f"layer linears {path}", "mixed", f"{label} ({len(one)} products)", tm, nbytes)
+            side("mixed", f"{label} ({len(one)} products)", 1,
+                 "int8" if path == "per product" else "int8 shared x", tm, nbytes)
 
 
 def bench_attention(cp, b: Bench, attn) -> None:
@@ -413,7 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--only", default="", help="groups: linear,moe,floor,attn,small,sample")
+    ap.add_argument("--only", default="",
+                    help="groups: linear,moe,layer,floor,attn,small,sample")
     ap.add_argument("--sweep", action="store_true", help="int8 rows/warp x CTAs/SM variants")
     ap.add_argument("--prefill", action="store_true", help="also the 512-token matmul")
     ap.add_argument("--match", default="", help="linear cases whose 'TYPE RxC label' contains "
@@ -431,13 +536,14 @@ def main(argv: list[str] | None = None) -> int:
     b = Bench(cp, stream)
     t0 = time.perf_counter()
     measure_peaks(cp, b)
-    groups = set(filter(None, args.only.split(","))) or {"linear", "moe", "floor", "attn", "small",
-                                                           "sample"}
+    groups = set(filter(None, args.only.split(","))) or {"linear", "moe", "layer", "floor", "attn",
+                                                           "small", "sample"}
     steps = [("attn", lambda: bench_attention(cp, b, attention)),
              ("small", lambda: bench_small_ops(cp, b)),
              ("sample", lambda: bench_sampling(cp, b)),
              ("floor", lambda: bench_launch_floor(cp, b, quant)),
              ("moe", lambda: bench_moe(cp, b, quant)),
+             ("layer", lambda: bench_layer(cp, b, quant)),
              ("linear", lambda: bench_linear(cp, b, quant, args.quick, args.sweep, args.prefill,
                                                 args.match))]
     for g, fn in steps:

@@ -207,6 +207,19 @@ def check_linear(cp, quant, qt: GGMLType, rows: int, cols: int, label: str, rng)
                    guard_ok(cp, base, n * rows) and same
                    and bool(cp.all(xq_base[n * quant.q8_words(cols):] == 0xDEADBEEF).get()),
                    "" if same else "differs from the in-kernel rounding")
+            # the rounding a product stores for the next products of x (x_q8_out): the
+            # words of quantize_activations, and the product itself unchanged
+            xo_base = cp.full(n * quant.q8_words(cols) + GUARD, 0xDEADBEEF, cp.uint32)
+            xo = quant.Q8Activations(
+                xo_base[:n * quant.q8_words(cols)].reshape(n, quant.q8_words(cols)), n, cols)
+            out, base = guarded(cp, (n, rows))
+            quant.matvec(out, xd, w, cp.asarray(bias), x_q8_out=xo)
+            same = bool(np.array_equal(out.get(), got)) and bool(cp.array_equal(xo.data, xq).get())
+            record("matvec_q8 x_q8_out", qt.name, f"{rows}x{cols} n={n} {label}",
+                   nmse(out.get(), ref_q8), TOL["matvec_q8"],
+                   guard_ok(cp, base, n * rows) and same
+                   and bool(cp.all(xo_base[n * quant.q8_words(cols):] == 0xDEADBEEF).get()),
+                   "" if same else "stored rounding or product differs")
     if q8:
         for r, nb, st, ks in quant.cuda_modules.Q8_VARIANTS:  # every variant, not the default only
             x = rng.normal(0, 1, (nb, cols)).astype(np.float32)
@@ -594,6 +607,16 @@ def check_moe(cp, quant, moe, act, rng) -> None:
                 record("expert_matvec_q8 x_q8", qt.name, f"{label} gate T={t} k={k} {f}x{d}",
                        nmse(g2.get(), ref_g), TOL["matvec_q8"], same,
                        "" if same else "differs from the in-kernel rounding")
+                # gate and up in one launch (what GpuBackend.moe runs): the same words
+                g3, g3_base = guarded(cp, (t, k, f))
+                u3, u3_base = guarded(cp, (t, k, f))
+                quant.expert_gate_up(g3, u3, xd, wg, wu, ids, gate_bias=cp.asarray(gb),
+                                     up_bias=cp.asarray(ub), x_q8=quant.quantize_activations(xq, xd))
+                same = bool(cp.array_equal(g3, g).get()) and bool(cp.array_equal(u3, u).get())
+                record("expert_gate_up_q8", qt.name, f"{label} gate+up T={t} k={k} {f}x{d}",
+                       nmse(g3.get(), ref_g), TOL["matvec_q8"],
+                       same and guard_ok(cp, g3_base, t * k * f) and guard_ok(cp, u3_base, t * k * f),
+                       "" if same else "differs from two expert_matvec launches")
             # the int8 path's twin: every expert product sees round_activations(x, "q8_1")
             scheme = "q8_1" if q8 else "exact"
             ref = ops.moe_experts(

@@ -596,11 +596,13 @@ __device__ __forceinline__ float rcp_approx(float x) {
 template <int QT> struct Q8Sums { enum { any = QT != QT_Q8_0 && QT != QT_MXFP4, lo = QT == QT_Q6_K }; };
 
 // NB = 0: the number of vectors is the runtime n_rows (the standalone quantize kernel); warp
-// and nwarps: this warp's index among the nwarps that share the work.
+// and nwarps: this warp's index among the nwarps that share the work. all_sums (block-uniform):
+// fill both block sums whatever QT reads, for a rounding that other types' products will
+// share (the matvec's write-out of its x).
 template <int QT, int NB>
 __device__ __forceinline__ void quantize_x_q8_1(const float* __restrict__ x, int cols,
                                                 long long x_ld, u32* xs, int warp, int nwarps,
-                                                int n_rows = 1) {
+                                                int n_rows = 1, bool all_sums = false) {
     const int lane = threadIdx.x & 31;
     const int nchunks = cols >> 5, total = (NB == 0 ? n_rows : NB) * nchunks;
     // the loads of batch k + 1 are issued before batch k is quantized: one L2 round trip for
@@ -639,8 +641,8 @@ __device__ __forceinline__ void quantize_x_q8_1(const float* __restrict__ x, int
         for (int j = 0; j < 8; ++j) {
             const int c = c0 + j * nwarps;
             const int qj = max(-127, min(127, q[j]));
-            const int s_lo = Q8Sums<QT>::lo ? redux_add(lane < 16 ? qj : 0) : 0;
-            const int s = Q8Sums<QT>::any ? redux_add(qj) : 0;
+            const int s_lo = Q8Sums<QT>::lo || all_sums ? redux_add(lane < 16 ? qj : 0) : 0;
+            const int s = Q8Sums<QT>::any || all_sums ? redux_add(qj) : 0;
             if (c < total) {
                 u32* dst = xs + c * XQ_WORDS;
                 ((i8*)dst)[lane] = (i8)qj;

@@ -289,6 +289,12 @@ __global__ void __launch_bounds__(128) qmatvec_pipe(
 // streaming into an S-deep shared-memory ring with cp.async while it computes on the oldest.
 // MoE indirection as in qmatvec (NB = 1): grid.y enumerates (token, slot) pairs when
 // expert_ids is set. Without it, the NB vectors are x + b * cols, their outputs y + b * rows.
+// Two products of one x in one launch (MoE gate and up: W2 != nullptr): grid.y is 2 * pairs,
+// and y-blocks from `pairs` on read W2 and write y2 (bias2): one grid streams both matrices
+// of every selected expert, with x rounded once (xq) instead of one ramp and tail per matrix.
+// xq_out (dense, xq == nullptr): block 0 also stores its rounding of x there, with both block
+// sums, so the next products of the same x (k and v after q, up after gate) read it as xq
+// instead of rounding x in every block again; it costs no launch.
 template <int QT> struct SegPadQ8 {
     // one 16-byte vector more than qmatvec_pipe: ld_words may read 4 bytes past a chunk
     enum { value = ((SegBytes<QT>::value + 15) / 16 + 2) * 16 };
@@ -330,7 +336,9 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
     const u8* __restrict__ W, const float* __restrict__ x, float* __restrict__ y,
     const float* __restrict__ bias, int rows, int cols, long long row_bytes,
     const int* __restrict__ expert_ids, long long expert_stride, int x_div, long long x_stride,
-    long long y_stride, const u32* __restrict__ xq) {
+    long long y_stride, const u32* __restrict__ xq, u32* __restrict__ xq_out,
+    const u8* __restrict__ W2, const float* __restrict__ bias2, float* __restrict__ y2,
+    int pairs) {
     constexpr int SEG = SegBytes<QT>::value;
     static_assert(SEG > 0, "block types only");
     constexpr int SEG_PAD = SegPadQ8<QT>::value;
@@ -356,13 +364,19 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
     const float* xp = x;
     float* yp = y;
     const float* bp = bias;
+    int p = blockIdx.y;
+    if (W2 != nullptr && p >= pairs) {  // the second matrix of a fused pair of products
+        p -= pairs;
+        Wm = W2;
+        yp = y2;
+        bp = bias2;
+    }
     if (expert_ids != nullptr) {
-        const int p = blockIdx.y;
         const int e = expert_ids[p];
-        Wm = W + (long long)e * expert_stride;
-        if (bias != nullptr) bp = bias + (long long)e * rows;
+        Wm += (long long)e * expert_stride;
+        if (bp != nullptr) bp += (long long)e * rows;
         xp = x + (long long)(p / x_div) * x_stride;
-        yp = y + (long long)p * y_stride;
+        yp += (long long)p * y_stride;
     }
     // (row group, segment) of the next item to issue and of the item being computed, advanced
     // incrementally: a division by nseg per item cost more than the dot products of a chunk
@@ -404,14 +418,20 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
     };
 #pragma unroll
     for (int s = 0; s < S - 1; ++s) issue(s);
+    const int words = NB * nchunks * XQ_WORDS;
     if (xq == nullptr) {
-        quantize_x_q8_1<QT, NB>(xp, cols, cols, xs, threadIdx.x >> 5, blockDim.x >> 5);
+        const bool out_block = xq_out != nullptr && blockIdx.x == 0 && blockIdx.y == 0;
+        quantize_x_q8_1<QT, NB>(xp, cols, cols, xs, threadIdx.x >> 5, blockDim.x >> 5, 1,
+                                out_block);
+        if (out_block) {
+            __syncthreads();
+            for (int i = threadIdx.x; i < words; i += blockDim.x) xq_out[i] = xs[i];
+        }
     } else {
         // x already rounded by quantize_q8_1 (shared by every matvec of one activation): copy
         // this block's NB vectors (or its pair's one) to shared memory; all loads in flight
-        const int words = NB * nchunks * XQ_WORDS;
         const u32* src = xq + (expert_ids != nullptr
-                               ? (long long)(blockIdx.y / x_div) * (x_stride / 32) * XQ_WORDS : 0);
+                               ? (long long)(p / x_div) * (x_stride / 32) * XQ_WORDS : 0);
         for (int i = threadIdx.x; i < words; i += blockDim.x) xs[i] = src[i];
     }
     __syncthreads();

@@ -79,6 +79,98 @@ def test_quantize_activations_validates_before_launching() -> None:
     assert quant.q8_words(896) == 28 * 11
 
 
+def test_q8_plan_shares_one_rounding_per_activation() -> None:
+    """Which way a decode product gets its q8_1 x: float weights and batches above
+    Q8_MAX_BATCH keep f32; a rounded x is read; else narrow x is rounded inside the product
+    (which stores it), wide x by its own launch."""
+    narrow, wide = 896, quant.Q8_PREQUANT_MIN_COLS
+    for qt in BLOCK_TYPES:
+        assert quant.q8_plan(1, narrow, qt, False) == "inline"
+        assert quant.q8_plan(8, wide, qt, False) == "prequant"
+        assert quant.q8_plan(1, narrow, qt, True) == "shared"
+        assert quant.q8_plan(quant.Q8_MAX_BATCH + 1, narrow, qt, True) == "f32"
+        assert quant.q8_plan(0, narrow, qt, False) == "f32"
+    for qt in (GGMLType.F32, GGMLType.F16, GGMLType.BF16):
+        assert quant.q8_plan(1, narrow, qt, True) == "f32"
+
+
+def test_shared_activations_recognise_the_same_array_only() -> None:
+    """One buffer per activation width, grown to a power of two of rows; a rounding is found
+    for the array that claimed it and for no other (equal values, a copy, or a later array
+    of the same width that took the buffer over)."""
+    made: list[tuple[int, int]] = []
+
+    def alloc(shape: tuple[int, int]) -> np.ndarray:
+        made.append(shape)
+        return np.zeros(shape, np.uint32)
+
+    sa = quant.SharedActivations(alloc)
+    x = np.ones((3, 896), np.float32)
+    assert sa.lookup(x) is None
+    qa = sa.claim(x)
+    assert (qa.rows, qa.cols, qa.data.shape) == (3, 896, (3, quant.q8_words(896)))
+    assert sa.lookup(x) is qa and sa.lookup(x.copy()) is None
+    y = np.ones((2, 896), np.float32)
+    qb = sa.claim(y)  # same width: the buffer is reused and x's entry is gone
+    assert sa.lookup(x) is None and sa.lookup(y) is qb
+    assert made == [(4, quant.q8_words(896))]
+    z = np.ones((5, 2880), np.float32)
+    sa.claim(z)
+    assert sa.lookup(y) is qb and made[-1] == (8, quant.q8_words(2880))
+    sa.claim(np.ones((9, 896), np.float32))
+    assert made[-1] == (16, quant.q8_words(896))
+    sa.clear()
+    assert sa.lookup(z) is None
+
+
+def test_x_q8_out_needs_the_rounding_product() -> None:
+    w = _weight(GGMLType.Q8_0, 8, 64)
+    x = np.zeros((2, 64), np.float32)
+    out = np.zeros((2, 8), np.float32)
+    qa = quant.Q8Activations(np.zeros((2, quant.q8_words(64)), np.uint32), 2, 64)
+    with pytest.raises(KernelError, match="x_q8_out"):
+        quant.matvec(out, x, w, x_q8=qa, x_q8_out=qa)
+    with pytest.raises(KernelError, match="x_q8_out"):
+        quant.matvec(out, x, w, q8_activations=False, x_q8_out=qa)
+    bad = quant.Q8Activations(np.zeros((2, 5), np.uint32), 2, 64)
+    with pytest.raises(KernelError, match="x_q8.data"):
+        quant.matvec(out, x, w, x_q8_out=bad)
+
+
+def test_expert_gate_up_validates_before_launching() -> None:
+    e, rows, cols = 4, 64, 64
+    gw = quant.QuantWeight(np.zeros((e, rows, row_bytes(GGMLType.MXFP4, cols)), np.uint8),
+                           GGMLType.MXFP4, rows, cols)
+    other = quant.QuantWeight(np.zeros((e, rows, row_bytes(GGMLType.Q8_0, cols)), np.uint8),
+                              GGMLType.Q8_0, rows, cols)
+    ids = np.zeros((1, 2), np.int32)
+    x = np.zeros((1, cols), np.float32)
+    g = np.zeros((1, 2, rows), np.float32)
+    with pytest.raises(KernelError, match="expert stacks"):
+        quant.expert_gate_up(g, g, x, _weight(GGMLType.Q8_0, rows, cols), gw, ids)
+    with pytest.raises(KernelError, match="up_out"):
+        quant.expert_gate_up(g, np.zeros((1, 3, rows), np.float32), x, gw, gw, ids)
+    with pytest.raises(KernelError, match="one type and shape"):
+        quant.expert_gate_up(g, g.copy(), x, gw, other, ids)
+
+
+def test_moe_plan_fuses_gate_and_up_of_one_type_and_shape() -> None:
+    from orcd_toolkit.kernels.backend import MAX_GRID_Y, moe_int8_plan
+
+    assert MAX_GRID_Y == quant.MAX_GRID_Y
+    mx = (int(GGMLType.MXFP4), 2880, 2880)
+    assert moe_int8_plan(mx, mx, int(GGMLType.MXFP4), 4) == "fused"
+    assert moe_int8_plan(mx, mx, int(GGMLType.MXFP4), MAX_GRID_Y // 2 + 1) == "shared"
+    assert moe_int8_plan(mx, (int(GGMLType.Q8_0), 2880, 2880), int(GGMLType.MXFP4), 4) == "shared"
+    assert moe_int8_plan(mx, mx, int(GGMLType.F16), 4) == "default"
+
+
+def test_backend_block_types_match_the_kernels() -> None:
+    from orcd_toolkit.kernels.backend import BLOCK_QTYPES
+
+    assert BLOCK_QTYPES == frozenset(cuda_modules.BLOCK_QTYPE_IDS)
+
+
 # --------------------------------------------------------------------------- on a GPU
 
 
@@ -116,3 +208,57 @@ def test_int8_matvec_equals_its_numpy_twin(cp, qt: GGMLType) -> None:
         xq = cp.empty((n, quant.q8_words(cols)), cp.uint32)
         quant.matvec(out2, xd, w, bd, x_q8=quant.quantize_activations(xq, xd))
         assert np.array_equal(out2.get(), out.get())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("qt", [GGMLType.Q5_0, GGMLType.Q4_K, GGMLType.Q6_K, GGMLType.MXFP4],
+                         ids=lambda t: t.name)
+def test_shared_rounding_is_bit_identical(cp, qt: GGMLType) -> None:
+    """The rounding a product stores (x_q8_out, block 0, both block sums) equals
+    quantize_activations' words, and products reading it (SharedActivations, as the GPU
+    backend runs q/k/v) equal the products that round x themselves, bit for bit."""
+    rng = np.random.default_rng(9)
+    cols = 1536
+    ws = []
+    for rows in (1536, 256, 4864):
+        raw = random_blocks(qt, (rows, cols), rng)
+        ws.append(quant.QuantWeight(cp.asarray(raw), qt, rows, cols))
+    for n in (1, 3, 8):
+        xd = cp.asarray(rng.normal(0, 1, (n, cols)).astype(np.float32))
+        ref_xq = cp.empty((n, quant.q8_words(cols)), cp.uint32)
+        quant.quantize_activations(ref_xq, xd)
+        sa = quant.SharedActivations(lambda shape: cp.full(shape, 0xDEADBEEF, cp.uint32))
+        for w in ws:
+            own = cp.empty((n, w.rows), cp.float32)
+            quant.matvec(own, xd, w)
+            shared = cp.empty_like(own)
+            sa.linear(shared, xd, w)
+            assert np.array_equal(shared.get(), own.get())
+        assert np.array_equal(sa.lookup(xd).data.get(), ref_xq.get())
+        assert sa.launches_saved == 2
+
+
+@pytest.mark.gpu
+def test_expert_gate_up_equals_two_expert_matvecs(cp) -> None:
+    """The fused gate/up launch writes what two expert_matvec launches write, bit for bit,
+    with x rounded in the kernel or read from quantize_activations."""
+    rng = np.random.default_rng(10)
+    n_exp, k, rows, cols, t = 8, 4, 576, 2880, 3
+    stacks = [quant.QuantWeight(cp.asarray(random_blocks(GGMLType.MXFP4, (n_exp, rows, cols),
+                                                         rng)), GGMLType.MXFP4, rows, cols)
+              for _ in range(2)]
+    biases = [cp.asarray(rng.normal(0, 0.1, (n_exp, rows)).astype(np.float32)) for _ in range(2)]
+    ids = cp.asarray(np.stack([rng.permutation(n_exp)[:k] for _ in range(t)]).astype(np.int32))
+    xd = cp.asarray(rng.normal(0, 1, (t, cols)).astype(np.float32))
+    refs = []
+    for w, b in zip(stacks, biases, strict=True):
+        y = cp.empty((t, k, rows), cp.float32)
+        quant.expert_matvec(y, xd, w, ids, x_per_slot=False, bias=b)
+        refs.append(y.get())
+    xq = quant.quantize_activations(cp.empty((t, quant.q8_words(cols)), cp.uint32), xd)
+    for x_q8 in (None, xq):
+        g = cp.full((t, k, rows), np.nan, cp.float32)
+        u = cp.full((t, k, rows), np.nan, cp.float32)
+        quant.expert_gate_up(g, u, xd, stacks[0], stacks[1], ids, gate_bias=biases[0],
+                             up_bias=biases[1], x_q8=x_q8)
+        assert np.array_equal(g.get(), refs[0]) and np.array_equal(u.get(), refs[1])
