@@ -256,7 +256,7 @@ def bench_launch_floor(cp, b: Bench, quant) -> None:
         print(f"  empty kernel {blocks} blocks: {t * 1e6:.2f} us", flush=True)
 
 
-def bench_moe(cp, b: Bench, quant) -> None:
+def bench_moe(cp, b: Bench, quant, sweep: bool = False) -> None:
     """Expert products of gpt-oss-20b: 4 of 32 MXFP4 experts per token. Each launch of the
     graph reads a different set of experts (8 disjoint sets in turn), so the weights come from
     HBM, not from the L2 the previous launch filled."""
@@ -283,10 +283,10 @@ def bench_moe(cp, b: Bench, quant) -> None:
                 record(f"expert_matvec {path} T={t_tok}", "MXFP4", shape, tm, nbytes)
                 side("MXFP4", f"experts {rows}x{d} T={t_tok}", 1, path, tm, nbytes)
         del w
-    bench_moe_ffn(cp, b, quant)
+    bench_moe_ffn(cp, b, quant, sweep)
 
 
-def bench_moe_ffn(cp, b: Bench, quant) -> None:
+def bench_moe_ffn(cp, b: Bench, quant, sweep: bool = False) -> None:
     """gpt-oss-20b's expert FFN at decode as the GPU backend runs it: gate, up (2880x2880
     each) and down (2880x2880) of 4 of 32 MXFP4 experts per token. "per product": three
     expert_matvec launches, each block rounding its x (the previous backend); "shared": x and
@@ -335,6 +335,18 @@ def bench_moe_ffn(cp, b: Bench, quant) -> None:
             side("MXFP4", f"moe ffn gate+up+down T={t_tok}", 1,
                  "int8" if path == "per product" else "int8 shared x", tm, nbytes)
         qa = quant.quantize_activations(xq, x, stream=b.stream)
+        if sweep and t_tok == 1:
+            for r, st in ((1, 4), (2, 4), (4, 2)):
+                for per_sm in (4, 8, 16):
+                    tm = b.time_launches([lambda ids=ids, r=r, st=st, p=per_sm:
+                                          quant.expert_gate_up(g, u, x, wg, wu, ids,
+                                                               stream=b.stream, x_q8=qa,
+                                                               rows_per_warp=r, stages=st,
+                                                               ctas_per_sm=p)
+                                          for ids, _ in sets])
+                    record(f"expert_gate_up R={r} S={st} ctas/SM={per_sm}", "MXFP4",
+                           f"gate+up {n_exp}x{f}x{d} k={k} T=1", tm,
+                           distinct * 2 * wg.matrix_bytes)
         tm = b.time_launches([lambda ids=ids: gate_up_only(ids, qa) for ids, _ in sets])
         record("expert_gate_up shared x", "MXFP4",
                f"gate+up {n_exp}x{f}x{d} k={k} T={t_tok}", tm, distinct * 2 * wg.matrix_bytes)
@@ -542,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
              ("small", lambda: bench_small_ops(cp, b)),
              ("sample", lambda: bench_sampling(cp, b)),
              ("floor", lambda: bench_launch_floor(cp, b, quant)),
-             ("moe", lambda: bench_moe(cp, b, quant)),
+             ("moe", lambda: bench_moe(cp, b, quant, args.sweep)),
              ("layer", lambda: bench_layer(cp, b, quant)),
              ("linear", lambda: bench_linear(cp, b, quant, args.quick, args.sweep, args.prefill,
                                                 args.match))]

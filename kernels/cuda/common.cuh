@@ -534,17 +534,30 @@ template <> __device__ __forceinline__ float dot_q8<QT_Q5_K>(const u8* b, int c,
 
 template <> __device__ __forceinline__ float dot_q8<QT_Q6_K>(const u8* b, int c, const XQ8& x) {
     const int sub = c & 7, h = sub >> 2, qq = sub & 3;
-    u32 lo[8], hi[8];
-    ld_words<8, 2>(b + 64 * h + 32 * (qq & 1), lo);
-    ld_words<8, 2>(b + 128 + 32 * h, hi);
-    const u32 lshift = 4 * (qq >> 1), hrot = (u32)(4 - 2 * qq) & 31u;
+    // The chunk's 32 low nibbles (ql, nibble 4 * (qq >> 1)) and 2-bit highs (qh, bits 2qq and
+    // 2qq + 1 of each byte) start at one alignment (offsets differ by multiples of 32), in a
+    // 210-byte block that is only 2-byte aligned. Each output word is one funnel shift of two
+    // aligned words per source: the byte realignment and the nibble / high-bit placement in
+    // one shift amount (the high bits need only move inside their byte, and the 0x30 mask
+    // drops what crosses), instead of a realignment shift, then a shift or rotation.
+    const u8* pl = b + 64 * h + 32 * (qq & 1);
+    const u32 mis = (u32)(size_t)pl & 3u;
+    const u32 s_lo = 8 * mis + 4 * (qq >> 1);
+    int s_hi = (int)(8 * mis) - (4 - 2 * qq);  // H << (4 - 2qq): from one word earlier if < 0
+    const u32* al = (const u32*)(pl - mis);
+    const u32* ah = (const u32*)(b + 128 + 32 * h - mis) - (s_hi < 0 ? 1 : 0);
+    const u32 sh_hi = (u32)s_hi & 31u;
+    u32 wl[9], wh[9];
+#pragma unroll
+    for (int i = 0; i < 9; ++i) {
+        wl[i] = al[i];
+        wh[i] = ah[i];
+    }
     int s0 = 0, s1 = 0;
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-        // bits 2qq..2qq+1 of each qh byte to bits 4..5 by one rotation (left by 4 - 2qq: bits
-        // that cross a byte boundary land outside the 0x30 mask), then one LOP3 merges
-        const u32 h = shf_l(hi[i], hi[i], hrot) & 0x30303030u;
-        const u32 q = ((lo[i] >> lshift) & 0x0F0F0F0Fu) | h;
+        const u32 q = (shf_r(wl[i], wl[i + 1], s_lo) & 0x0F0F0F0Fu)
+                    | (shf_r(wh[i], wh[i + 1], sh_hi) & 0x30303030u);
         if (i < 4) s0 = dp4a((int)q, x.q[i], s0);
         else s1 = dp4a((int)q, x.q[i], s1);
     }

@@ -430,9 +430,23 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
     } else {
         // x already rounded by quantize_q8_1 (shared by every matvec of one activation): copy
         // this block's NB vectors (or its pair's one) to shared memory; all loads in flight
+        // 8 loads per thread in flight before the first store: a plain copy loop waited one
+        // L2 round trip per 128 words (8 for a 2880-wide x) before the first dot product
         const u32* src = xq + (expert_ids != nullptr
                                ? (long long)(p / x_div) * (x_stride / 32) * XQ_WORDS : 0);
-        for (int i = threadIdx.x; i < words; i += blockDim.x) xs[i] = src[i];
+        for (int i0 = threadIdx.x; i0 < words; i0 += 8 * blockDim.x) {
+            u32 v[8];
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const int i = i0 + j * blockDim.x;
+                v[j] = i < words ? src[i] : 0u;
+            }
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const int i = i0 + j * blockDim.x;
+                if (i < words) xs[i] = v[j];
+            }
+        }
     }
     __syncthreads();
     if (n_items == 0) return;

@@ -394,30 +394,38 @@ def test_gpu_twin_batch_limit_matches_the_kernels() -> None:
 
 @pytest.mark.gpu
 def test_moe_op_matches_its_int8_twin(tmp_path: Path) -> None:
-    """GpuBackend.moe on the tiny gpt-oss preset's MXFP4 expert stacks (x rounded once, gate
+    """GpuBackend.moe on gpt-oss-style MXFP4 expert stacks with biases (x rounded once, gate
     and up of the selected experts in one launch, the SwiGLU output rounded once for down)
     against NumpyBackend(activations="gpu"), whose expert products see the same q8_1 roundings:
     nMSE <= 1e-5, scripts/kernel_parity.py's moe_q8 tolerance (the down projection rounds the
     GPU's own SwiGLU output, 1-2 ulp from the oracle's, so a q may sit across a rounding tie).
     Decode (T = 1) and a 5-token chunk; router ties and weights as in the oracle."""
     from orcd_toolkit import gguf
+    from orcd_toolkit.gguf.quants import random_blocks
+    from orcd_toolkit.gguf.writer import TensorData, write_gguf
     from orcd_toolkit.kernels.backend import GpuBackend
-    from orcd_toolkit.models.synth import get_preset, write_preset
 
-    path = write_preset(get_preset("gpt-oss-20b", tiny=True), tmp_path / "gptoss.gguf", seed=0)
-    f = gguf.load(path)
+    rng = np.random.default_rng(11)
+    n_exp, d, f, mxfp4 = 8, 512, 256, 39
+    tensors = {}
+    for name, shape in (("gate", (n_exp, f, d)), ("up", (n_exp, f, d)), ("down", (n_exp, d, f))):
+        tensors[f"blk.0.ffn_{name}_exps.weight"] = TensorData(
+            mxfp4, shape, random_blocks(mxfp4, shape, rng))  # type: ignore[arg-type]
+        tensors[f"blk.0.ffn_{name}_exps.bias"] = TensorData.from_values(
+            rng.normal(0, 0.1, shape[:2]).astype(np.float32), F32)
+    f_ = gguf.load(write_gguf(tmp_path / "experts.gguf", {"general.architecture": "gpt-oss"},
+                              tensors))
     names = [f"blk.0.ffn_{p}_exps.{s}" for p in ("gate", "up", "down") for s in ("weight", "bias")]
     ref_be, gpu_be = NumpyBackend(activations="gpu"), GpuBackend()
     ref_w, gpu_w = {}, {}
     for n in names:
-        t = f.tensors[n]
+        t = f_.tensors[n]
         load = "load_weight" if n.endswith("weight") else "load_vector"
         ref_w[n], gpu_w[n] = getattr(ref_be, load)(t), getattr(gpu_be, load)(t)
-    rng = np.random.default_rng(11)
-    d, n_exp = f.tensors[names[0]].shape[2], f.tensors[names[0]].shape[0]
     for t_tok in (1, 5):
         x = rng.normal(0, 1, (t_tok, d)).astype(np.float32)
         logits = rng.normal(0, 1, (t_tok, n_exp)).astype(np.float32)
+        logits[0, 1] = logits[0, 2]  # a tie: lower id first
         outs = []
         for be, w in ((ref_be, ref_w), (gpu_be, gpu_w)):
             xs, ls = (x, logits) if be is ref_be else (gpu_be._cp.asarray(x),

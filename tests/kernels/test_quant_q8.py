@@ -57,6 +57,21 @@ def test_every_variant_stage_ring_fits_static_shared_memory() -> None:
             assert quant._q8_stage_bytes(w, r, st) <= 48 * 1024, (qt.name, r, st)
 
 
+def test_balanced_grid_is_no_slower_than_the_capped_grid() -> None:
+    """The int8 grid never gives a warp more row groups than min(groups / 4, cap) blocks
+    would, never exceeds the cap, and splits groups evenly (shares differ by at most one)."""
+    for groups in range(1, 3000, 7):
+        for cap in (1, 2, 33, 132, 264, 1056):
+            blocks = quant._q8_blocks(groups, cap, 1)
+            capped = min(-(-groups // 4), cap)
+            assert 1 <= blocks <= capped
+            most = -(-groups // (4 * blocks))
+            assert most <= -(-groups // (4 * capped))
+            assert most - groups // (4 * blocks) <= 1
+    assert quant._q8_blocks(720, 132, 1) == 90  # 8 gpt-oss expert products of 4-row groups
+    assert quant._q8_blocks(896, 264, 4) == 264
+
+
 def test_unknown_variant_is_a_typed_error() -> None:
     with pytest.raises(KernelError, match="no variant"):
         quant._q8_variant(_weight(GGMLType.Q8_0, 4, 256), 1, 3, None, None)
