@@ -398,23 +398,6 @@ __device__ __forceinline__ void ld_words(const u8* p, u32* v) {
 // n * 0x02040810 do not overlap, so the product is their OR.
 __device__ __forceinline__ u32 spread_bit4(u32 n) { return (n * 0x02040810u) & 0x10101010u; }
 
-// 8 nibbles (bytes 0..3, low and high nibble each) looked up in a 16-entry int8 table given as
-// four words (t0..t3: entries 0..15, 4 per word; entries 8..15 in t2, t3): lo gets the entries
-// of the low nibbles of bytes 0..3, hi those of the high nibbles. Entry e = 8*s + m is read as
-// table[m] from (t0,t1) or (t2,t3) by the sign bit s (prmt uses 3 selector bits per byte).
-__device__ __forceinline__ void lut16(u32 q, u32 t0, u32 t1, u32 t2, u32 t3, u32& lo, u32& hi) {
-    u32 r[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        const u32 s = q >> (16 * h);  // nibbles lo(2h), hi(2h), lo(2h+1), hi(2h+1)
-        const u32 pos = prmt(t0, t1, s & 0x7777u);
-        const u32 neg = prmt(t2, t3, s & 0x7777u);
-        r[h] = prmt(pos, neg, 0x3210u | ((s & 0x8888u) >> 1));
-    }
-    lo = prmt(r[0], r[1], 0x6420u);
-    hi = prmt(r[0], r[1], 0x7531u);
-}
-
 // K-quant 6-bit scale/min pair j as integers (get_scale_min_k4), branch-free from the three
 // words of the 12 scale bytes (q is 4-byte aligned in Q4_K / Q5_K super-blocks): lanes of a
 // warp hold different j, and the branchy byte version ran both sides.
@@ -566,19 +549,27 @@ template <> __device__ __forceinline__ float dot_q8<QT_Q6_K>(const u8* b, int c,
     return h2f(ld16(b + 208)) * x.d * (float)t;
 }
 
+// MXFP4: kvalues_mxfp4 (e2m1 doubled: 0 1 2 3 4 6 8 12, bit 3 the sign) through prmt. The
+// four nibbles in the low 16 bits of a selector pick bytes of the magnitude table, and a set
+// bit 3 makes prmt return the selected byte's sign instead, 0 for these positive entries:
+// prmt(table, v) is the magnitudes of the positive values (0 for the negative ones), and
+// prmt(table, v ^ 0x8888) those of the negative ones. Two dp4a sums then give sum(w q) =
+// pos - neg with no sign select and no byte reordering: x's words are pre-permuted to the
+// nibble order (prep_xq8) once per chunk, which R rows share.
 template <> __device__ __forceinline__ float dot_q8<QT_MXFP4>(const u8* b, int, const XQ8& x) {
+    constexpr u32 T0 = 0x03020100u, T1 = 0x0C080604u;
     u32 v[4];
     ld_words<4, 1>(b + 1, v);
-    int s = 0;
+    int sp = 0, sn = 0;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        u32 lo, hi;
-        // kvalues_mxfp4 (doubled e2m1): 0 1 2 3 4 6 8 12, then the same negated
-        lut16(v[i], 0x03020100u, 0x0C080604u, 0xFDFEFF00u, 0xF4F8FAFCu, lo, hi);
-        s = dp4a((int)lo, x.q[i], s);
-        s = dp4a((int)hi, x.q[i + 4], s);
+        const u32 lo = v[i], hi = v[i] >> 16;  // nibbles of elements 4i, 4i+16, 4i+1, 4i+17 / +2, +3
+        sp = dp4a((int)prmt(T0, T1, lo), x.q[2 * i], sp);
+        sn = dp4a((int)prmt(T0, T1, lo ^ 0x8888u), x.q[2 * i], sn);
+        sp = dp4a((int)prmt(T0, T1, hi), x.q[2 * i + 1], sp);
+        sn = dp4a((int)prmt(T0, T1, hi ^ 0x8888u), x.q[2 * i + 1], sn);
     }
-    return e8m0_half(b[0]) * x.d * (float)s;
+    return e8m0_half(b[0]) * x.d * (float)(sp - sn);
 }
 
 // Correctly rounded a / 127 without the IEEE division's slow-path branch (Markstein: with
@@ -682,6 +673,21 @@ __device__ __forceinline__ void cp_async16(u32 saddr, const void* g) {
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// x's q words as dot_q8<QT> reads them: MXFP4 takes them in the order of its nibbles (word
+// 2i: elements 4i, 4i+16, 4i+1, 4i+17; word 2i+1: 4i+2, 4i+18, 4i+3, 4i+19); others as stored.
+template <int QT> __device__ __forceinline__ void prep_xq8(XQ8& x) {
+    if (QT == QT_MXFP4) {
+        int p[8];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            p[2 * i] = (int)prmt((u32)x.q[i], (u32)x.q[i + 4], 0x5140u);
+            p[2 * i + 1] = (int)prmt((u32)x.q[i], (u32)x.q[i + 4], 0x7362u);
+        }
+#pragma unroll
+        for (int i = 0; i < 8; ++i) x.q[i] = p[i];
+    }
 }
 
 __device__ __forceinline__ void load_xq8(const u32* xs, int c, XQ8& x) {

@@ -453,7 +453,10 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
     // rows of at most 32 chunks (one segment): a lane's x chunk is the same for every item
     XQ8 xq_fixed;
     const bool x_fixed = NB == 1 && nseg == 1 && KS == 1;
-    if (x_fixed && lane < nchunks) load_xq8(xs, lane, xq_fixed);
+    if (x_fixed && lane < nchunks) {
+        load_xq8(xs, lane, xq_fixed);
+        prep_xq8<QT>(xq_fixed);
+    }
     float acc[R][NB];
 #pragma unroll
     for (int r = 0; r < R; ++r)
@@ -473,7 +476,10 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
             for (int b = 0; b < NB; ++b) {
                 XQ8 xq;
                 if (x_fixed) xq = xq_fixed;
-                else load_xq8(xs + b * nchunks * XQ_WORDS, c, xq);
+                else {
+                    load_xq8(xs + b * nchunks * XQ_WORDS, c, xq);
+                    prep_xq8<QT>(xq);
+                }
 #pragma unroll
                 for (int r = 0; r < R; ++r) acc[r][b] += dot_q8<QT>(src[r], lane, xq);
             }
