@@ -336,6 +336,13 @@ __device__ __forceinline__ int dp4a(int a, int b, int c) {
     return r;
 }
 
+// unsigned bytes of a times signed bytes of b
+__device__ __forceinline__ int dp4a_us(u32 a, int b, int c) {
+    int r;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+
 __device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel) {
     u32 r;
     asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
@@ -481,14 +488,17 @@ template <> __device__ __forceinline__ float dot_q8<QT_Q4_K>(const u8* b, int c,
     const int sub = c & 7;
     u32 v[8];
     ld_words<8, 16>(b + 16 + 32 * (sub >> 1), v);
+    // the nibble is masked in place (the high one stays 16x too large, an unsigned byte) and
+    // the exact sum is shifted back once: one LOP per word instead of a shift and a mask
     const int shift = (sub & 1) * 4;
+    const u32 mask = 0x0F0F0F0Fu << shift;
     int s0 = 0, s1 = 0;
 #pragma unroll
     for (int i = 0; i < 8; i += 2) {
-        s0 = dp4a((int)((v[i] >> shift) & 0x0F0F0F0Fu), x.q[i], s0);
-        s1 = dp4a((int)((v[i + 1] >> shift) & 0x0F0F0F0Fu), x.q[i + 1], s1);
+        s0 = dp4a_us(v[i] & mask, x.q[i], s0);
+        s1 = dp4a_us(v[i + 1] & mask, x.q[i + 1], s1);
     }
-    const int s = s0 + s1;
+    const int s = (s0 + s1) >> shift;  // a multiple of 16 when shift is 4: exact
     int sc, m;
     scale_min_k4_int(sub, b + 4, sc, m);
     const u32 dm = *(const u32*)b;  // f16 d, f16 dmin
