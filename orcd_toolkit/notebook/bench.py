@@ -143,6 +143,17 @@ def _launch_gelu(cp: Any, d: dict[str, Any]) -> tuple[Callable[[], None], Any]:
     return (lambda: activations.gelu(out, d["x"])), out
 
 
+def _reference_matvec(d: dict[str, Any]) -> np.ndarray:
+    """The decode product as the GPU computes it by default: block types round x to q8_1
+    (llama.cpp CUDA's quantize_q8_1) before the exact dot; F32/F16/BF16 use x as is."""
+    from orcd_toolkit.backends.cpu import ops
+
+    x = d["x"]
+    if d["qtype"] not in (0, 1, 30):  # F32, F16, BF16
+        x = ops.round_activations(x, "q8_1")
+    return ops.quant_matmul(x, d["raw"], d["qtype"], (d["raw"].shape[0], x.shape[1]))
+
+
 def _launch_matvec(cp: Any, d: dict[str, Any]) -> tuple[Callable[[], None], Any]:
     from orcd_toolkit.kernels import quant
 
@@ -236,12 +247,12 @@ OPS: dict[str, _Op] = {
     ),
     "matvec": _Op(
         _inputs_matvec,
-        lambda d: ops.quant_matmul(d["x"], d["raw"], d["qtype"],
-                                   (d["raw"].shape[0], d["x"].shape[1])),
+        _reference_matvec,
         _launch_matvec,
         lambda c, d: int(d["raw"].nbytes) + (c.cols + c.rows) * _F32,
-        "decode linear layer: x[1, cols] @ W[rows, cols].T on raw GGUF blocks "
-        "(NumPy twin dequantizes W on every call, as ops.quant_matmul does)",
+        "decode linear layer: x[1, cols] @ W[rows, cols].T on raw GGUF blocks; block types "
+        "run the int8 kernel, x rounded to q8_1 first (NumPy twin: the same rounding, then W "
+        "dequantized on every call, as ops.quant_matmul does)",
     ),
     "attention": _Op(
         _inputs_attention,
