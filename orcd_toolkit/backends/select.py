@@ -17,8 +17,10 @@ def select_backend(device: str = "auto", activations: str = "exact") -> Any:
     backend has it, so it needs ``device="cpu"``."""
     if device not in ("cpu", "gpu", "auto"):
         raise NotAvailable(f"unknown device {device!r} (cpu, gpu or auto)")
-    if activations not in ("exact", "ggml-cpu", "gpu"):
-        raise InvalidRequest(f"unknown activations mode {activations!r} (exact, ggml-cpu, gpu)")
+    from orcd_toolkit.backends.cpu.backend import ACTIVATIONS
+
+    if activations not in ACTIVATIONS:
+        raise InvalidRequest(f"unknown activations mode {activations!r} {ACTIVATIONS}")
     if activations != "exact" and device != "cpu":
         raise InvalidRequest(
             f"--activations {activations} is a mode of the NumPy reference: use --device cpu"

@@ -147,9 +147,10 @@ def _reference_matvec(d: dict[str, Any]) -> np.ndarray:
     """The decode product as the GPU computes it by default: block types round x to q8_1
     (llama.cpp CUDA's quantize_q8_1) before the exact dot; F32/F16/BF16 use x as is."""
     from orcd_toolkit.backends.cpu import ops
+    from orcd_toolkit.gguf.types import LAYOUTS, GGMLType
 
     x = d["x"]
-    if d["qtype"] not in (0, 1, 30):  # F32, F16, BF16
+    if LAYOUTS[GGMLType(d["qtype"])].is_quantized:
         x = ops.round_activations(x, "q8_1")
     return ops.quant_matmul(x, d["raw"], d["qtype"], (d["raw"].shape[0], x.shape[1]))
 

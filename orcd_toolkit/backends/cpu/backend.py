@@ -13,6 +13,7 @@ import numpy as np
 
 from orcd_toolkit.backends.base import ForwardBatch, KVCache, KVCacheLayer, RopeParams
 from orcd_toolkit.backends.cpu import ops
+from orcd_toolkit.gguf.types import LAYOUTS, GGMLType
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,6 @@ ACTIVATIONS = ("exact", "ggml-cpu", "gpu")
 # The GPU backend's int8 kernels (kernels/quant.py Q8_MAX_BATCH): linear layers of the block
 # types round x to q8_1 at up to this many tokens; MoE expert matvecs always do.
 GPU_Q8_MAX_BATCH = 8
-_FLOAT_TYPES = (0, 1, 30)  # F32, F16, BF16: the GPU multiplies them by x as is
 
 # Q4_1 = 3 (block: f16 d, f16 m, 16 B), Q5_1 = 7 (f16 d, f16 m, 4 + 16 B): the types whose
 # dot with Q8_1 activations has a min term (ggml-common.h block_q4_1 / block_q5_1)
@@ -81,7 +81,8 @@ class NumpyBackend:
             scheme = ops.ggml_cpu_activation_scheme(int(tensor.qtype))
             if scheme != "exact":
                 return ops.LinearWeight(w, scheme, _block_mins(tensor))
-        elif self.activations == "gpu" and int(tensor.qtype) not in _FLOAT_TYPES:
+        elif self.activations == "gpu" and LAYOUTS[GGMLType(int(tensor.qtype))].is_quantized:
+            # block types only: the GPU multiplies F32 / F16 / BF16 weights by x as is
             max_rows = None if w.ndim == 3 else GPU_Q8_MAX_BATCH  # expert stacks: always
             return ops.LinearWeight(w, "q8_1", act_max_rows=max_rows)
         return w

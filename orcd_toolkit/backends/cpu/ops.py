@@ -290,13 +290,15 @@ def matmul(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None) -> np.n
     max_rows = getattr(w, "act_max_rows", None)
     if max_rows is not None and int(np.prod(np.shape(x)[:-1])) > max_rows:
         scheme, mins = "exact", None  # the rounding applies to small batches only
-    xr = round_activations(x, scheme) if scheme != "exact" else x
-    out = _f32(xr) @ _f32(w).T
     if mins is not None:
         # Q4_1 / Q5_1 dot Q8_1: llama.cpp adds min * s with s = f16(d * sum(q)) per block;
-        # the rounded activations above carry d' * sum(q) with d' = f16(d). Add the
-        # difference so the min term is rounded as llama.cpp rounds it.
-        out = out + q8_1_sum_error(x) @ _f32(mins).T
+        # the rounded activations carry d' * sum(q) with d' = f16(d). Add the difference so
+        # the min term is rounded as llama.cpp rounds it.
+        xr, sum_err = _q8_1_cpu(x)
+        out = _f32(xr) @ _f32(w).T + sum_err @ _f32(mins).T
+    else:
+        xr = round_activations(x, scheme) if scheme != "exact" else x
+        out = _f32(xr) @ _f32(w).T
     if bias is not None:
         out = out + _f32(bias)
     return _f32(out)
@@ -352,33 +354,41 @@ def round_activations(x: np.ndarray, scheme: str) -> np.ndarray:
             q = np.minimum(np.rint(iscale * b), 127).astype(np.int32).astype(_F32)
             d = np.where(m != 0, _F32(1.0) / iscale, _F32(0)).astype(_F32)
             out = (q * d).astype(_F32)
+        elif scheme == "q8_0":
+            q, d = _q8_0_cpu_blocks(b)
+            out = (q * d.astype(np.float16).astype(_F32)).astype(_F32)
         else:
             amax = np.abs(b).max(-1, keepdims=True)
             d = (amax / _F32(127.0)).astype(_F32)
-            if scheme == "q8_0":
-                inv = np.where(amax != 0, _F32(127.0) / amax, _F32(0)).astype(_F32)
-                q = np.rint(b * inv)
-            else:
-                v = np.where(amax != 0, b / d, _F32(0)).astype(_F32).astype(np.float64)
-                q = np.sign(v) * np.floor(np.abs(v) + 0.5)  # roundf: halves away from zero
+            v = np.where(amax != 0, b / d, _F32(0)).astype(_F32).astype(np.float64)
+            q = np.sign(v) * np.floor(np.abs(v) + 0.5)  # roundf: halves away from zero
             q = q.astype(np.int32).astype(_F32)
             out = (q * d.astype(np.float16).astype(_F32)).astype(_F32)
     return out.reshape(x.shape)
 
 
-def q8_1_sum_error(x: np.ndarray) -> np.ndarray:
-    """Per 32-block of ``x`` [..., K]: ``f16(d * sum(q)) - f16(d) * sum(q)`` for ggml-cpu's
-    Q8_1 (the rounding of the block sum ``s`` that the min term of Q4_1 / Q5_1 uses)."""
-    x = _f32(x)
-    b = x.reshape(-1, x.shape[-1] // 32, 32)
-    amax = np.abs(b).max(-1)
+def _q8_0_cpu_blocks(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ggml-cpu x86 quantize_row_q8_0 / _q8_1 of blocks ``b`` [..., 32]: the q values (as
+    f32; via int32 so a zero is +0 like C's int8) and the f32 scale d [..., 1]."""
+    amax = np.abs(b).max(-1, keepdims=True)
     d = (amax / _F32(127.0)).astype(_F32)
     with np.errstate(divide="ignore", invalid="ignore"):
         inv = np.where(amax != 0, _F32(127.0) / amax, _F32(0)).astype(_F32)
-    qsum = np.rint(b * inv[..., None]).astype(np.int32).sum(-1).astype(_F32)
-    s = (d * qsum).astype(np.float16).astype(_F32)
-    err = s - d.astype(np.float16).astype(_F32) * qsum
-    return err.reshape(x.shape[:-1] + (x.shape[-1] // 32,)).astype(_F32)
+    return np.rint(b * inv).astype(np.int32).astype(_F32), d
+
+
+def _q8_1_cpu(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One ggml-cpu Q8_1 quantization of ``x`` [..., K]: the rounded values (those of
+    "q8_0") and, per 32-block, ``f16(d * sum(q)) - f16(d) * sum(q)``: the rounding of the
+    block sum ``s`` that the min term of a Q4_1 / Q5_1 dot uses."""
+    x = _f32(x)
+    nb = x.shape[-1] // 32
+    q, d = _q8_0_cpu_blocks(x.reshape(-1, nb, 32))
+    d16 = d.astype(np.float16).astype(_F32)
+    qsum = q.sum(-1, keepdims=True)
+    err = (d * qsum).astype(np.float16).astype(_F32) - d16 * qsum
+    values = (q * d16).astype(_F32).reshape(x.shape)
+    return values, err.reshape(x.shape[:-1] + (nb,)).astype(_F32)
 
 
 def ggml_cpu_activation_scheme(qtype: int) -> str:
