@@ -32,6 +32,17 @@ Q8_VARIANTS: tuple[tuple[int, int, int, int], ...] = (
     (1, 1, 4, 1), (2, 1, 4, 1), (4, 1, 2, 1), (1, 1, 4, 4), (2, 1, 4, 4),
     (1, 2, 4, 1), (1, 4, 4, 1), (1, 8, 4, 1),
 )
+# 8-row groups for the MoE expert type only (MXFP4's 544-byte segments fit 8 rows x 2 stages
+# in 48 KiB; Q8_0's 1088-byte ones would not)
+Q8_EXPERT_QTYPE = 39
+Q8_EXPERT_VARIANTS: tuple[tuple[int, int, int, int], ...] = ((8, 1, 2, 1),)
+
+
+def q8_variants(qtype: int) -> tuple[tuple[int, int, int, int], ...]:
+    """The (R, NB, S, KS) instantiations of qmatvec_q8 compiled for ``qtype``."""
+    return Q8_VARIANTS + (Q8_EXPERT_VARIANTS if int(qtype) == Q8_EXPERT_QTYPE else ())
+
+
 # (vectors per launch, rows per warp, warps per row) instantiations of qmatvec
 # (batches of 2-8 always split rows over 4 warps: fewer instantiations to compile, and those
 # batches are latency-bound on the narrow matrices where 3 of the 4 warps idle)
@@ -56,7 +67,7 @@ def name_expressions(name: str, qtype: int | None = None) -> list[str]:
         out += [f"qmatvec_pipe<{q},{r}>" for q in qts if q in BLOCK_QTYPE_IDS
                 for r in PIPE_ROWS_PER_WARP]
         out += [f"qmatvec_q8<{q},{r},{nb},{st},{ks}>" for q in qts if q in BLOCK_QTYPE_IDS
-                for r, nb, st, ks in Q8_VARIANTS]
+                for r, nb, st, ks in q8_variants(q)]
         out += [f"qmatmul_mma<{q}>" for q in qts]
         out += [f"dequant_rows<{q}>" for q in qts]
         out += ["empty_kernel", "quantize_q8_1"]

@@ -18,7 +18,10 @@ F32/F16/BF16 weights always use them.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +29,7 @@ import numpy as np
 
 from orcd_toolkit.gguf.types import LAYOUTS, GGMLType, row_bytes
 from orcd_toolkit.kernels import cuda_modules
-from orcd_toolkit.kernels._launch import NULL, cdiv, check, on_stream
+from orcd_toolkit.kernels._launch import NULL, cdiv, check, launch_pdl, on_stream
 from orcd_toolkit.kernels.errors import KernelError
 
 MATVEC_MAX_BATCH = 8  # above this ``linear`` switches to the tensor-core matmul
@@ -118,6 +121,14 @@ MAX_GRID_Y = 65535  # CUDA's grid.y limit: (token, slot) products per expert lau
 # 20.4 us with 4 rows per warp and up to 16 blocks per SM against 24.6 us with the dense
 # matvec's defaults (2 rows, 8 blocks); T = 8: 129 against 155 us (H200)
 EXPERT_VARIANT = (4, 2, 16)
+# MXFP4 (gpt-oss) experts: 8 rows per warp share each x chunk's loads and rearrangement, and
+# the kernel is bound by instruction issue on these shapes (ncu: 61 % issue-busy, DRAM 33 %
+# at locked clocks): gate+up at T = 1 15.5 against 16.1 us, down 9.8 against 10.1 (H200)
+EXPERT_VARIANT_MXFP4 = (8, 2, 16)
+
+
+def _expert_variant(w: QuantWeight) -> tuple[int, int, int]:
+    return EXPERT_VARIANT_MXFP4 if w.qtype == GGMLType.MXFP4 else EXPERT_VARIANT
 
 ROWS_PER_WARP_MIN_ROWS = 16384  # below this, one row per warp keeps enough warps in flight
 SPLIT_MIN_SEGMENTS = 4  # rows of at least 4 segments (128 chunks) are split over 4 warps
@@ -141,6 +152,57 @@ def _num_sms() -> int:
     import cupy
 
     return int(cupy.cuda.Device().attributes["MultiProcessorCount"])
+
+
+_PDL: contextvars.ContextVar[bool] = contextvars.ContextVar("orcd_pdl", default=False)
+
+
+@contextlib.contextmanager
+def programmatic_launches(enabled: bool = True) -> Iterator[None]:
+    """Inside the block, the int8 products and the q8_1 rounding launch with programmatic
+    dependent launch (kernels/_launch.py ``launch_pdl``): each may start while the kernel
+    before it finishes, its first weight copies already streaming. Meant for sequences that
+    are captured into a CUDA graph (cuLaunchKernelEx from Python costs more host time per
+    eager launch than CuPy's launcher); the results are bit-identical either way."""
+    token = _PDL.set(enabled)
+    try:
+        yield
+    finally:
+        _PDL.reset(token)
+
+
+def _launch(fn: Any, grid: tuple[int, int, int], args: tuple[Any, ...], smem: int,
+            stream: Any, *, pdl: bool = True) -> None:
+    """``pdl`` False: a plain launch even inside :func:`programmatic_launches` (the expert
+    products, whose weights depend on the routing kernel's ids: launched early, their blocks
+    would only wait, holding SM slots; gpt-oss's MoE FFN at T = 1 took 38.9 us that way
+    against 31.6 us, H200)."""
+    if pdl and _PDL.get():
+        launch_pdl(fn, grid, (128, 1, 1), args, shared_mem=smem, stream=stream)
+        return
+    with on_stream(stream):
+        fn(grid, (128,), args, shared_mem=smem)
+
+
+# cap the int8 grids at the blocks that are resident at once (benchmarks turn it off to
+# measure the uncapped grid)
+OCCUPANCY_CAP = True
+
+
+@functools.cache
+def resident_blocks(expr: str, qtype: int, smem: int, threads: int = 128) -> int:
+    """Blocks of kernel ``expr`` (with ``smem`` bytes of dynamic shared memory) that one SM
+    holds at once, as the driver computes it from registers, shared memory and warps.
+
+    The int8 grids are balanced so every warp walks the same number of row groups; a grid
+    larger than what is resident runs a second, partial wave that pays a whole block's
+    latency chain again for a fraction of the bytes (gpt-oss's expert gate+up at T = 1 asked
+    for 1440 blocks of 4 rows and 2 stages, and 9 per SM, 1188, fit on an H200)."""
+    from cupy.cuda import driver
+
+    fn = _fn(expr, qtype)
+    return max(1, int(driver.occupancyMaxActiveBlocksPerMultiprocessor(fn.kernel.ptr, threads,
+                                                                        smem)))
 
 
 def _matvec_variant(w: QuantWeight, nb: int, rows_per_warp: int | None,
@@ -184,8 +246,8 @@ def _q8_variant(w: QuantWeight, nb: int, rows_per_warp: int | None, stages: int 
         ks = warps_per_row or 1
         r = rows_per_warp or (1 if ks > 1 else
                               next(r for lim, r in Q8_ROWS_PER_WARP_BY_ROWS if w.rows >= lim))
-        st = stages or (2 if r == 4 else 4)
-    if (r, nb, st, ks) not in cuda_modules.Q8_VARIANTS:
+        st = stages or (2 if r >= 4 else 4)
+    if (r, nb, st, ks) not in cuda_modules.q8_variants(int(w.qtype)):
         raise KernelError(f"int8 matvec has no variant of {r} rows/warp, {nb} vectors, "
                           f"{st} stages, {ks} warps/row")
     return r, st, ks
@@ -204,9 +266,8 @@ def quantize_activations(xq: Any, x: Any, *, stream: Any = None) -> Q8Activation
     # one chunk per warp where the vector allows it: the rounding is a latency chain, and one
     # block of 4 warps doing 7 chunks each took ~2.5 us for 896 values (H200)
     blocks = max(1, min(cdiv(chunks, 4), _num_sms() * 8))
-    with on_stream(stream):
-        _fn("quantize_q8_1", int(GGMLType.Q8_0))((blocks,), (128,),
-                                                 (x, xq, np.int32(n), np.int32(cols)))
+    _launch(_fn("quantize_q8_1", int(GGMLType.Q8_0)), (blocks, 1, 1),
+            (x, xq, np.int32(n), np.int32(cols)), 0, stream)
     return Q8Activations(xq, n, cols)
 
 
@@ -260,21 +321,20 @@ def _q8_launch(out: Any, x: Any, w: QuantWeight, bias: Any, stream: Any, *, nb: 
     mats = 1 if second is None else 2
     if pairs * mats > MAX_GRID_Y:
         raise KernelError(f"int8 matvec: {pairs * mats} (token, slot) products exceed the grid")
+    expr = f"qmatvec_q8<{int(w.qtype)},{r},{nb},{st},{ks}>"
     per_sm = ctas_per_sm or Q8_CTAS_PER_SM
+    if OCCUPANCY_CAP:
+        per_sm = min(per_sm, resident_blocks(expr, int(w.qtype), smem))
     groups = cdiv(w.rows, r)
     blocks = _q8_blocks(groups, max(1, _num_sms() * per_sm // (pairs * mats)), ks)
     out2, w2d, b2 = (NULL, NULL, NULL) if second is None else (
         second[0], second[1].data, NULL if second[2] is None else second[2])
-    with on_stream(stream):
-        _fn(f"qmatvec_q8<{int(w.qtype)},{r},{nb},{st},{ks}>", w.qtype)(
-            (blocks, pairs * mats, 1), (128,),
+    _launch(_fn(expr, w.qtype), (blocks, pairs * mats, 1),
             (w.data, x, out, NULL if bias is None else bias, np.int32(w.rows), np.int32(w.cols),
              np.int64(w.row_bytes), NULL if expert_ids is None else expert_ids,
              np.int64(w.matrix_bytes), np.int32(x_div), np.int64(x_stride), np.int64(y_stride),
              NULL if xq is None else xq, NULL if xq_out is None else xq_out,
-             w2d, b2, out2, np.int32(pairs)),
-            shared_mem=smem,
-        )
+             w2d, b2, out2, np.int32(pairs)), smem, stream, pdl=expert_ids is None)
 
 
 def _q8_batches(w: QuantWeight, n: int) -> list[int]:
@@ -434,7 +494,7 @@ def expert_matvec(
         if not block:
             raise KernelError(f"{w.qtype.name} weights have no int8 (q8_1 activation) kernel")
         _check_q8(x_q8, t * k if x_per_slot else t, w.cols)
-        r, st, per_sm = EXPERT_VARIANT
+        r, st, per_sm = _expert_variant(w)
         _q8_launch(out, x, w, bias, stream, pairs=t * k, expert_ids=expert_ids,
                    x_div=1 if x_per_slot else k, x_stride=w.cols, y_stride=w.rows,
                    xq=None if x_q8 is None else x_q8.data, rows_per_warp=r, stages=st,
@@ -569,7 +629,7 @@ def expert_gate_up(gate_out: Any, up_out: Any, x: Any, gate_w: QuantWeight, up_w
             check(b, f"{name}_bias", np.float32, (w.num_experts, w.rows))
     _check_q8(x_q8, t, gate_w.cols)
     if rows_per_warp is None and stages is None and ctas_per_sm is None:
-        rows_per_warp, stages, ctas_per_sm = EXPERT_VARIANT
+        rows_per_warp, stages, ctas_per_sm = _expert_variant(gate_w)
     _q8_launch(gate_out, x, gate_w, gate_bias, stream, pairs=t * k, expert_ids=expert_ids,
                x_div=k, x_stride=gate_w.cols, y_stride=gate_w.rows,
                xq=None if x_q8 is None else x_q8.data, second=(up_out, up_w, up_bias),

@@ -328,6 +328,7 @@ struct XQ8 {
     float d;    // f16(amax / 127) as float
     int s_lo;   // sum of q[0..15]
     int s;      // sum of all 32 q
+    u32 tab;    // MXFP4: the low word of its magnitude table, in a register (prep_xq8)
 };
 
 __device__ __forceinline__ int dp4a(int a, int b, int c) {
@@ -391,8 +392,11 @@ __device__ __forceinline__ void ld_words(const u8* p, u32* v) {
 #pragma unroll
         for (int i = 0; i < N; ++i) v[i] = ((const u32*)p)[i];
     } else {
-        const u32* a = (const u32*)((size_t)p & ~(size_t)3);
-        const u32 sh = ((u32)(size_t)p & 3u) * 8u;
+        // pointer arithmetic on p (not an integer round trip) keeps its address space
+        // visible to the compiler: shared-memory segments load with LDS, not generic loads
+        const u32 mis = (u32)(size_t)p & 3u;
+        const u32* a = (const u32*)(p - mis);
+        const u32 sh = mis * 8u;
         u32 w[N + 1];
 #pragma unroll
         for (int i = 0; i <= N; ++i) w[i] = a[i];
@@ -567,7 +571,8 @@ template <> __device__ __forceinline__ float dot_q8<QT_Q6_K>(const u8* b, int c,
 // pos - neg with no sign select and no byte reordering: x's words are pre-permuted to the
 // nibble order (prep_xq8) once per chunk, which R rows share.
 template <> __device__ __forceinline__ float dot_q8<QT_MXFP4>(const u8* b, int, const XQ8& x) {
-    constexpr u32 T0 = 0x03020100u, T1 = 0x0C080604u;
+    constexpr u32 T1 = 0x0C080604u;
+    const u32 T0 = x.tab;
     u32 v[4];
     ld_words<4, 1>(b + 1, v);
     int sp = 0, sn = 0;
@@ -670,6 +675,16 @@ __device__ __forceinline__ void quantize_x_q8_1(const float* __restrict__ x, int
     }
 }
 
+// Programmatic dependent launch (sm_90): a kernel launched with the programmatic stream
+// serialization attribute (kernels/_launch.py launch_pdl) may start while the kernel before it
+// on the stream still runs, once every block of that one has called pdl_trigger (or exited);
+// it must call pdl_wait before it reads anything an earlier kernel writes, or writes anything
+// an earlier kernel reads. Work that depends only on constant data (a matvec's weight
+// copies) goes before the wait: the next product's weight stream starts under the previous
+// product's tail and launch gap. Launched without the attribute, both are no-ops.
+__device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+
 // cp.async (sm_80+): 16-byte global -> shared copies that need no registers, so a warp can
 // keep several segments in flight (inline PTX; no cuda_pipeline headers on the device).
 __device__ __forceinline__ u32 smem_u32(const void* p) {
@@ -687,7 +702,21 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
 
 // x's q words as dot_q8<QT> reads them: MXFP4 takes them in the order of its nibbles (word
 // 2i: elements 4i, 4i+16, 4i+1, 4i+17; word 2i+1: 4i+2, 4i+18, 4i+3, 4i+19); others as stored.
-template <int QT> __device__ __forceinline__ void prep_xq8(XQ8& x) {
+// prmt takes one MXFP4 table word as a register: as a literal (or any value the compiler
+// proves warp-uniform, which it keeps in a uniform register) it was copied into a register
+// before each of the 16 prmt of a chunk, a sixth of the int8 MXFP4 matvec's instructions.
+// Each lane reads its own lane's word through a shuffle with a per-lane source: the compiler
+// cannot prove that uniform or constant, so the table stays in one ordinary register for the
+// whole kernel. Call with the whole warp converged (kernel entry).
+template <int QT> __device__ __forceinline__ u32 mxfp4_tab() {
+    if (QT != QT_MXFP4) return 0u;
+    const u32 lane = threadIdx.x & 31u;
+    return __shfl_sync(0xffffffffu, 0x03020100u ^ lane, (int)lane) ^ lane;
+}
+
+// tab: mxfp4_tab() of the calling kernel (MXFP4 only)
+template <int QT> __device__ __forceinline__ void prep_xq8(XQ8& x, u32 tab) {
+    x.tab = tab;
     if (QT == QT_MXFP4) {
         int p[8];
 #pragma unroll

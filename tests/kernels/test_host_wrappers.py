@@ -75,3 +75,38 @@ def test_flash_attention_plans_splits_and_workspace() -> None:
     too_wide = attention.AttentionShape(1, 1, 1, 10, 64, 2, 64)  # 32 q heads per KV head
     with pytest.raises(KernelError, match="GQA group"):
         kern._qtile(too_wide)
+
+
+def test_programmatic_launch_arguments_keep_their_c_types() -> None:
+    """launch_pdl passes each argument to cuLaunchKernelEx with the C type the kernel
+    declares: int32 / int64 scalars, null and device pointers as void*; anything else is a
+    typed error before a launch (a wrong width would shift every later argument)."""
+    import ctypes
+
+    from orcd_toolkit.kernels._launch import NULL, _c_arg
+
+    class FakeDeviceArray:  # what _c_arg reads of a CuPy array: .data.ptr
+        class data:  # noqa: N801 - mirrors cupy.ndarray.data
+            ptr = 0x7F00_0000_1000
+
+    assert _c_arg(np.int32(-3)) == (-3, ctypes.c_int32)
+    assert _c_arg(np.int64(2**40)) == (2**40, ctypes.c_int64)
+    assert _c_arg(NULL) == (0, ctypes.c_void_p)
+    assert _c_arg(np.float32(0.5)) == (0.5, ctypes.c_float)
+    assert _c_arg(FakeDeviceArray()) == (0x7F00_0000_1000, ctypes.c_void_p)
+    with pytest.raises(KernelError, match="no kernel argument type"):
+        _c_arg(7)
+
+
+def test_programmatic_launches_scope_is_restored() -> None:
+    """The PDL switch is a context: on inside the block, off again after it, even when the
+    block raises."""
+    assert not quant._PDL.get()
+    with quant.programmatic_launches():
+        assert quant._PDL.get()
+        with quant.programmatic_launches(False):
+            assert not quant._PDL.get()
+        assert quant._PDL.get()
+    with pytest.raises(RuntimeError), quant.programmatic_launches():
+        raise RuntimeError("boom")
+    assert not quant._PDL.get()

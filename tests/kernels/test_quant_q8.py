@@ -53,7 +53,7 @@ def test_batches_cover_n_and_fit_shared_memory(qt: GGMLType, cols: int) -> None:
 def test_every_variant_stage_ring_fits_static_shared_memory() -> None:
     for qt in BLOCK_TYPES:
         w = _weight(qt, 4, 256)
-        for r, _, st, _ in cuda_modules.Q8_VARIANTS:
+        for r, _, st, _ in cuda_modules.q8_variants(int(qt)):
             assert quant._q8_stage_bytes(w, r, st) <= 48 * 1024, (qt.name, r, st)
 
 
@@ -277,3 +277,120 @@ def test_expert_gate_up_equals_two_expert_matvecs(cp) -> None:
         quant.expert_gate_up(g, u, xd, stacks[0], stacks[1], ids, gate_bias=biases[0],
                              up_bias=biases[1], x_q8=x_q8)
         assert np.array_equal(g.get(), refs[0]) and np.array_equal(u.get(), refs[1])
+
+
+@pytest.mark.gpu
+def test_programmatic_launches_keep_every_dependency(cp) -> None:
+    """A chain where each int8 product reads the previous one's output (and the MoE product
+    reads routing ids written just before it), launched with programmatic dependent launch,
+    eagerly and captured in a graph, equals the plain launches bit for bit: the kernels'
+    pdl_wait sits before every read of an earlier kernel's data. A missing wait shows as
+    stale or NaN inputs (the buffers are refilled with NaN before each run)."""
+    from orcd_toolkit.kernels.graph import capture
+
+    rng = np.random.default_rng(11)
+    qt, d = GGMLType.Q8_0, 1536
+    ws = []
+    for _ in range(6):
+        raw = random_blocks(qt, (d, d), rng)
+        # scale d so each product keeps |x| ~ 1 (random q of std ~73 per 32-block; without
+        # this six chained products overflow float32)
+        raw.reshape(d, d // 32, 34)[:, :, :2] = np.frombuffer(
+            np.float16(1 / (73 * np.sqrt(d))).tobytes(), np.uint8)
+        ws.append(quant.QuantWeight(cp.asarray(raw), qt, d, d))
+    n_exp, k = 8, 2
+    experts = quant.QuantWeight(cp.asarray(random_blocks(GGMLType.MXFP4, (n_exp, 256, d), rng)),
+                                GGMLType.MXFP4, 256, d)
+    stream = cp.cuda.Stream(non_blocking=True)
+    x0 = cp.asarray(rng.normal(0, 1, (1, d)).astype(np.float32))
+    hs = [cp.empty((1, d), cp.float32) for _ in ws]
+    xq = cp.empty((1, quant.q8_words(d)), cp.uint32)
+    ids_host = np.array([[5, 2]], np.int32)
+    ids_src = cp.asarray(ids_host)
+    ids = cp.empty((1, k), cp.int32)
+    y = cp.empty((1, k, 256), cp.float32)
+
+    def chain() -> None:
+        x = x0
+        for w, h in zip(ws, hs, strict=True):
+            if w is ws[3]:  # one product reads a rounding made by its own launch
+                qa = quant.quantize_activations(xq, x, stream=stream)
+                quant.matvec(h, x, w, stream=stream, x_q8=qa)
+            else:
+                quant.matvec(h, x, w, stream=stream)
+            x = h
+        with stream:
+            ids[...] = ids_src  # written by a copy kernel right before the expert product
+        quant.expert_matvec(y, x, experts, ids, x_per_slot=False, stream=stream)
+
+    def reset() -> None:
+        for h in hs:
+            h.fill(np.nan)
+        y.fill(np.nan)
+        ids.fill(0)
+        cp.cuda.Device().synchronize()
+
+    def run(fn) -> list[np.ndarray]:
+        fn()
+        stream.synchronize()
+        return [h.get() for h in hs] + [y.get()]
+
+    def chain_pdl() -> None:
+        with quant.programmatic_launches():
+            chain()
+
+    reset()
+    ref = run(chain)
+    assert all(np.isfinite(r).all() for r in ref)
+    reset()
+    assert all(np.array_equal(a, b) for a, b in zip(run(chain_pdl), ref, strict=True))
+    graph = capture(chain_pdl, stream)
+    for _ in range(3):
+        reset()
+        assert all(np.array_equal(a, b)
+                   for a, b in zip(run(lambda: graph.launch(stream)), ref, strict=True))
+
+
+@pytest.mark.gpu
+def test_grid_cap_changes_no_result(cp) -> None:
+    """Capping the int8 grid at the resident blocks moves row groups between warps but not
+    the order of any row's sum: the capped and uncapped grids agree bit for bit (dense
+    products and the fused MoE gate/up of gpt-oss's shapes)."""
+    rng = np.random.default_rng(12)
+    n_exp, k, rows, cols = 8, 4, 2880, 2880
+    stacks = [quant.QuantWeight(cp.asarray(random_blocks(GGMLType.MXFP4, (n_exp, rows, cols),
+                                                         rng)), GGMLType.MXFP4, rows, cols)
+              for _ in range(2)]
+    ids = cp.asarray(rng.permutation(n_exp)[:k].reshape(1, k).astype(np.int32))
+    xd = cp.asarray(rng.normal(0, 1, (1, cols)).astype(np.float32))
+    dense = quant.QuantWeight(cp.asarray(random_blocks(GGMLType.Q6_K, (32064, 3072), rng)),
+                              GGMLType.Q6_K, 32064, 3072)
+    xv = cp.asarray(rng.normal(0, 1, (1, 3072)).astype(np.float32))
+    smem = (cols // 32) * quant.Q8_XQ_BYTES
+    assert quant.resident_blocks(f"qmatvec_q8<{int(GGMLType.MXFP4)},4,1,2,1>",
+                                 int(GGMLType.MXFP4), smem) >= 1
+    outs = []
+    for capped in (True, False):
+        quant.OCCUPANCY_CAP = capped
+        try:
+            g = cp.empty((1, k, rows), cp.float32)
+            u = cp.empty_like(g)
+            quant.expert_gate_up(g, u, xd, stacks[0], stacks[1], ids)
+            v = cp.empty((1, 32064), cp.float32)
+            quant.matvec(v, xv, dense)
+            outs.append((g.get(), u.get(), v.get()))
+        finally:
+            quant.OCCUPANCY_CAP = True
+    assert all(np.array_equal(a, b) for a, b in zip(*outs, strict=True))
+
+
+def test_expert_variants_are_compiled_for_their_type() -> None:
+    """Every block type's expert product variant is an instantiated qmatvec_q8 whose ring fits
+    static shared memory (MXFP4 uses 8-row groups, compiled for it alone)."""
+    for qt in BLOCK_TYPES:
+        w = _weight(qt, 4, 2880 if qt == GGMLType.MXFP4 else 4096)
+        r, st, _ = quant._expert_variant(w)
+        assert (r, 1, st, 1) in cuda_modules.q8_variants(int(qt)), qt.name
+        assert quant._q8_stage_bytes(w, r, st) + quant.q8_words(w.cols) * 4 <= 48 * 1024
+    assert quant._expert_variant(_weight(GGMLType.MXFP4, 4, 2880))[0] == 8
+    assert (8, 1, 2, 1) not in cuda_modules.q8_variants(int(GGMLType.Q8_0))
