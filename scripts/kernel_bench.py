@@ -225,6 +225,16 @@ def bench_linear(cp, b: Bench, quant, quick: bool, sweep: bool, prefill: bool,
                                      for w in ws])
                 record(f"matvec int8 shared-x b={n}", qt.name, shape, t, nbytes)
                 side(qt.name, shape, n, "int8 shared x", t, nbytes)
+
+                def chained(w) -> None:
+                    with quant.programmatic_launches():
+                        quant.matvec(y, x, w, stream=b.stream, x_q8=qa)
+
+                # the same products launched back to back with programmatic dependent launch:
+                # each one's weight copies start under the previous one's tail
+                t = b.time_launches([lambda w=w: chained(w) for w in ws])
+                record(f"matvec int8 shared-x pdl chain b={n}", qt.name, shape, t, nbytes)
+                side(qt.name, shape, n, "int8 shared x pdl", t, nbytes)
             if n == 1 and block and sweep:
                 for r, nb, st, ks in quant.cuda_modules.Q8_VARIANTS:
                     if nb > 1 or ks > 1:
@@ -327,16 +337,34 @@ def bench_moe_ffn(cp, b: Bench, quant, sweep: bool = False) -> None:
             qd = quant.quantize_activations(aq, act.reshape(t_tok * k, f), stream=b.stream)
             quant.expert_matvec(y, act, wd, ids, x_per_slot=True, stream=b.stream, x_q8=qd)
 
+        def shared_pdl(ids) -> None:
+            with quant.programmatic_launches():
+                shared(ids)
+
+        def shared_uncapped(ids) -> None:
+            quant.OCCUPANCY_CAP = False  # the grid before it was capped at the resident blocks
+            try:
+                shared(ids)
+            finally:
+                quant.OCCUPANCY_CAP = True
+
         shape = f"gate+up+down {n_exp}x{f}x{d} k={k} T={t_tok} (~{distinct:.0f} experts)"
         nbytes = distinct * 3 * wg.matrix_bytes
-        for path, fn in (("per product", per_product), ("shared", shared)):
+        for path, fn in (("per product", per_product), ("shared uncapped grid", shared_uncapped),
+                         ("shared", shared), ("shared pdl", shared_pdl)):
             tm = b.time_launches([lambda ids=ids, fn=fn: fn(ids) for ids, _ in sets])
             record(f"moe ffn {path}", "MXFP4", shape, tm, nbytes)
-            side("MXFP4", f"moe ffn gate+up+down T={t_tok}", 1,
-                 "int8" if path == "per product" else "int8 shared x", tm, nbytes)
+            if path != "shared uncapped grid":
+                side("MXFP4", f"moe ffn gate+up+down T={t_tok}", 1,
+                     {"per product": "int8", "shared": "int8 shared x"}.get(
+                         path, "int8 shared x pdl"), tm, nbytes)
         qa = quant.quantize_activations(xq, x, stream=b.stream)
         if sweep and t_tok == 1:
-            for r, st in ((1, 4), (2, 4), (4, 2)):
+            for r, st in ((2, 4), (4, 2), (8, 2)):
+                smem = (d // 32) * quant.Q8_XQ_BYTES
+                res = quant.resident_blocks(f"qmatvec_q8<{int(GGMLType.MXFP4)},{r},1,{st},1>",
+                                            int(GGMLType.MXFP4), smem)
+                print(f"  qmatvec_q8 MXFP4 R={r} S={st}: {res} resident blocks/SM", flush=True)
                 for per_sm in (4, 8, 16):
                     tm = b.time_launches([lambda ids=ids, r=r, st=st, p=per_sm:
                                           quant.expert_gate_up(g, u, x, wg, wu, ids,
@@ -350,6 +378,13 @@ def bench_moe_ffn(cp, b: Bench, quant, sweep: bool = False) -> None:
         tm = b.time_launches([lambda ids=ids: gate_up_only(ids, qa) for ids, _ in sets])
         record("expert_gate_up shared x", "MXFP4",
                f"gate+up {n_exp}x{f}x{d} k={k} T={t_tok}", tm, distinct * 2 * wg.matrix_bytes)
+        quant.OCCUPANCY_CAP = False
+        try:
+            tu = b.time_launches([lambda ids=ids: gate_up_only(ids, qa) for ids, _ in sets])
+        finally:
+            quant.OCCUPANCY_CAP = True
+        record("expert_gate_up shared x uncapped grid", "MXFP4",
+               f"gate+up {n_exp}x{f}x{d} k={k} T={t_tok}", tu, distinct * 2 * wg.matrix_bytes)
         side("MXFP4", f"expert_gate_up (one launch) T={t_tok}", 1, "int8 shared x", tm,
              distinct * 2 * wg.matrix_bytes)
 
@@ -394,11 +429,17 @@ def bench_layer(cp, b: Bench, quant) -> None:
             for (s, w), o in zip(ws, outs, strict=True):
                 sa.linear(o, xs[s], w, stream=b.stream)
 
-        for path, fn in (("per product", per_product), ("shared", shared)):
+        def shared_pdl(ws) -> None:
+            with quant.programmatic_launches():
+                shared(ws)
+
+        for path, fn in (("per product", per_product), ("shared", shared),
+                         ("shared pdl", shared_pdl)):
             tm = b.time_launches([lambda ws=ws, fn=fn: fn(ws) for ws in sets])
             record(f"layer linears {path}", "mixed", f"{label} ({len(one)} products)", tm, nbytes)
             side("mixed", f"{label} ({len(one)} products)", 1,
-                 "int8" if path == "per product" else "int8 shared x", tm, nbytes)
+                 {"per product": "int8", "shared": "int8 shared x"}.get(path, "int8 shared x pdl"),
+                 tm, nbytes)
 
 
 def bench_attention(cp, b: Bench, attn) -> None:
@@ -507,7 +548,7 @@ def bench_sampling(cp, b: Bench) -> None:
 
 
 def side_table() -> str:
-    paths = ("f32", "int8", "int8 2-launch", "int8 shared x")
+    paths = ("f32", "int8", "int8 2-launch", "int8 shared x", "int8 shared x pdl")
     lines = ["| type | shape | batch | " + " | ".join(f"{p} us (% of peak)" for p in paths) + " |",
              "|---|---|---|" + "---|" * len(paths)]
     for (qt, shape, n), d in SIDE.items():

@@ -64,14 +64,37 @@ def main(argv: list[str] | None = None) -> int:
     stream.synchronize()
     equal_again = bool(np.array_equal(layer.out.get(), eager))
 
+    # the same layer captured with programmatic dependent launch on the int8 products and
+    # the q8_1 rounding: the next product's weight copies start under the previous kernel
+    from orcd_toolkit.kernels import quant
+
+    def step_pdl() -> None:
+        with quant.programmatic_launches():
+            layer.step()
+
+    layer.out.fill(np.nan)
+    step_pdl()  # eager, through cuLaunchKernelEx
+    stream.synchronize()
+    pdl_eager_equal = bool(np.array_equal(layer.out.get(), eager))
+    layer.out.fill(np.nan)
+    graph_pdl = capture(step_pdl, stream)
+    graph_pdl.launch(stream)
+    stream.synchronize()
+    pdl_equal = bool(np.array_equal(layer.out.get(), eager))
     n = args.replays
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    start.record(stream)
+    for _ in range(n):
+        graph_pdl.launch(stream)
+    end.record(stream)
+    end.synchronize()
+    pdl_dev_per = cp.cuda.get_elapsed_time(start, end) / n * 1e3
     t0 = time.perf_counter()
     for _ in range(n):
         graph.launch(stream)
     host_per = (time.perf_counter() - t0) / n
     stream.synchronize()
     wall_per = (time.perf_counter() - t0) / n
-    start, end = cp.cuda.Event(), cp.cuda.Event()
     start.record(stream)
     for _ in range(n):
         graph.launch(stream)
@@ -89,12 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         f"graph replay equals eager: {equal} (max |diff| {maxdiff:.3g}); after 3 more replays: {equal_again}",
         f"graph: host {host_per * 1e6:.2f} us/replay (launch only), wall {wall_per * 1e6:.2f} us/replay, "
         f"device {dev_per:.2f} us/replay (events, {n} replays)",
+        f"graph with programmatic dependent launch (int8 products, q8_1 rounding): equals eager: "
+        f"{pdl_equal} (eager PDL launches: {pdl_eager_equal}); device {pdl_dev_per:.2f} us/replay",
     ]
     text = "\n".join(lines)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
-    return 0 if equal and equal_again else 1
+    return 0 if equal and equal_again and pdl_equal and pdl_eager_equal else 1
 
 
 if __name__ == "__main__":

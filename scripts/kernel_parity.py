@@ -221,7 +221,7 @@ def check_linear(cp, quant, qt: GGMLType, rows: int, cols: int, label: str, rng)
                    and bool(cp.all(xo_base[n * quant.q8_words(cols):] == 0xDEADBEEF).get()),
                    "" if same else "stored rounding or product differs")
     if q8:
-        for r, nb, st, ks in quant.cuda_modules.Q8_VARIANTS:  # every variant, not the default only
+        for r, nb, st, ks in quant.cuda_modules.q8_variants(int(qt)):  # every variant compiled
             x = rng.normal(0, 1, (nb, cols)).astype(np.float32)
             out, base = guarded(cp, (nb, rows))
             try:
