@@ -235,6 +235,10 @@ def bench_linear(cp, b: Bench, quant, quick: bool, sweep: bool, prefill: bool,
                 t = b.time_launches([lambda w=w: chained(w) for w in ws])
                 record(f"matvec int8 shared-x pdl chain b={n}", qt.name, shape, t, nbytes)
                 side(qt.name, shape, n, "int8 shared x pdl", t, nbytes)
+                t = read_ceiling(cp, b, [w.data for w in ws])
+                record("read-only kernel (size ceiling)", "-", f"{one.nbytes / 1e6:.2f} MB ({shape})",
+                       t, one.nbytes)
+                side(qt.name, shape, n, "read ceiling", t, nbytes)
             if n == 1 and block and sweep:
                 for r, nb, st, ks in quant.cuda_modules.Q8_VARIANTS:
                     if nb > 1 or ks > 1:
@@ -264,6 +268,50 @@ def bench_launch_floor(cp, b: Bench, quant) -> None:
         t = b.time_launches([lambda blocks=blocks: fn((blocks,), (128,), (y,), stream=b.stream)])
         ROWS.append(("empty kernel (graph)", "-", f"{blocks} blocks x 128", t * 1e6, 0.0, 0.0, "-"))
         print(f"  empty kernel {blocks} blocks: {t * 1e6:.2f} us", flush=True)
+
+
+# A kernel that only reads: the fastest any kernel can stream n bytes in one launch. Timed
+# at each matrix's size in the same graph method, it is the ceiling for that size (launch,
+# DRAM latency and ramp included), against which a matvec's time is judged.
+READ_SRC = r"""
+extern "C" __global__ void read_bytes(const uint4* __restrict__ p, long long n16,
+                                      unsigned int* __restrict__ out) {
+    long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    unsigned int acc = 0u;
+    for (; i + 3 * stride < n16; i += 4 * stride) {  // four 16-byte loads in flight
+        const uint4 a = p[i], b = p[i + stride], c = p[i + 2 * stride], d = p[i + 3 * stride];
+        acc ^= a.x ^ a.y ^ a.z ^ a.w ^ b.x ^ b.y ^ b.z ^ b.w ^ c.x ^ c.y ^ c.z ^ c.w
+             ^ d.x ^ d.y ^ d.z ^ d.w;
+    }
+    for (; i < n16; i += stride) {
+        const uint4 a = p[i];
+        acc ^= a.x ^ a.y ^ a.z ^ a.w;
+    }
+    if (acc == 0x9E3779B9u) out[0] = acc;  // keeps the loads; (almost) never stores
+}
+"""
+READ_CEILING: dict[int, float] = {}
+
+
+def read_ceiling(cp, b: Bench, bufs: list) -> float:
+    """Seconds per launch of the best read-only kernel over each buffer of ``bufs`` (rotated
+    like the weights), over grids of 1-16 blocks of 256 threads per SM."""
+    nbytes = int(bufs[0].nbytes)
+    if nbytes in READ_CEILING:
+        return READ_CEILING[nbytes]
+    fn = cp.RawKernel(READ_SRC, "read_bytes")
+    out = cp.zeros(1, cp.uint32)
+    sms = cp.cuda.Device().attributes["MultiProcessorCount"]
+    n16 = np.int64(nbytes // 16)
+    best = float("inf")
+    for per_sm in (1, 2, 4, 8, 16):
+        blocks = sms * per_sm
+        t = b.time_launches([lambda d=d, blocks=blocks: fn((blocks,), (256,), (d, n16, out),
+                                                           stream=b.stream) for d in bufs])
+        best = min(best, t)
+    READ_CEILING[nbytes] = best
+    return best
 
 
 def bench_moe(cp, b: Bench, quant, sweep: bool = False) -> None:
@@ -548,7 +596,8 @@ def bench_sampling(cp, b: Bench) -> None:
 
 
 def side_table() -> str:
-    paths = ("f32", "int8", "int8 2-launch", "int8 shared x", "int8 shared x pdl")
+    paths = ("f32", "int8", "int8 2-launch", "int8 shared x", "int8 shared x pdl",
+             "read ceiling")
     lines = ["| type | shape | batch | " + " | ".join(f"{p} us (% of peak)" for p in paths) + " |",
              "|---|---|---|" + "---|" * len(paths)]
     for (qt, shape, n), d in SIDE.items():
