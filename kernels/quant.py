@@ -130,6 +130,7 @@ EXPERT_VARIANT_MXFP4 = (8, 2, 16)
 def _expert_variant(w: QuantWeight) -> tuple[int, int, int]:
     return EXPERT_VARIANT_MXFP4 if w.qtype == GGMLType.MXFP4 else EXPERT_VARIANT
 
+
 ROWS_PER_WARP_MIN_ROWS = 16384  # below this, one row per warp keeps enough warps in flight
 SPLIT_MIN_SEGMENTS = 4  # rows of at least 4 segments (128 chunks) are split over 4 warps
 
@@ -189,15 +190,23 @@ def _launch(fn: Any, grid: tuple[int, int, int], args: tuple[Any, ...], smem: in
 OCCUPANCY_CAP = True
 
 
-@functools.cache
 def resident_blocks(expr: str, qtype: int, smem: int, threads: int = 128) -> int:
     """Blocks of kernel ``expr`` (with ``smem`` bytes of dynamic shared memory) that one SM
-    holds at once, as the driver computes it from registers, shared memory and warps.
+    of the current device holds at once, as the driver computes it from registers, shared
+    memory and warps. Every int8 grid is capped at this many blocks per SM, an explicit
+    ``ctas_per_sm`` too, unless ``OCCUPANCY_CAP`` is False.
 
     The int8 grids are balanced so every warp walks the same number of row groups; a grid
     larger than what is resident runs a second, partial wave that pays a whole block's
     latency chain again for a fraction of the bytes (gpt-oss's expert gate+up at T = 1 asked
     for 1440 blocks of 4 rows and 2 stages, and 9 per SM, 1188, fit on an H200)."""
+    import cupy
+
+    return _resident_blocks(int(cupy.cuda.Device().id), expr, int(qtype), int(smem), threads)
+
+
+@functools.cache
+def _resident_blocks(device: int, expr: str, qtype: int, smem: int, threads: int) -> int:
     from cupy.cuda import driver
 
     fn = _fn(expr, qtype)

@@ -9,12 +9,13 @@ sampler chooses (``orcd_toolkit.engine.sampling``, docs/engine.md):
    uniform ``u`` (CONTRACTS.md section 4, bit for bit ``engine.rng.uniform_draws``).
 
 No sort: the top-k and top-p cut-offs are found by a 4-way search on the float bit patterns
-of ``p`` (exact, 15 passes each; three thresholds counted per pass), ties at the cut-off kept
+of ``p`` (exact, 15 passes each over the 2^30 patterns of [0, 1]; three thresholds counted
+per pass), ties at the cut-off kept
 in id order. One block per row; block reductions in shared memory (``_reduce``, inlined; runs
 on the CUDA simulator). Passes that only count, sum or take a maximum read the row strided
 by thread (coalesced); the three that need id order (tie ranks, kept mass per segment, the
-inverse-CDF walk) give each thread a contiguous segment. (Every pass used segments before:
-2.7 ms per call on a 151936 vocabulary, H200.) The sampled
+inverse-CDF walk) give each thread a contiguous segment. (Bisection, 30 passes each, over
+segments before: 2.7 ms per call on a 151936 vocabulary, H200; now 1.3 ms.) The sampled
 token's log-probability is that of the raw logits (before penalties and temperature), as the
 engine reports it.
 
@@ -151,7 +152,9 @@ def _sample_kernel(logits, counts, probs, temperature, top_k, top_p, min_p, rep,
     shf = cuda.shared.array(MAX_THREADS, numba.float64)
     shi = cuda.shared.array(MAX_THREADS, numba.int64)
     shr = cuda.shared.array(MAX_THREADS, numba.int64)
-    shc = cuda.shared.array(MAX_THREADS, numba.int64)
+    # the 4-way searches reduce three values a pass: shf2 / shf3 carry the second and third
+    # (counts as float64, exact below 2^53); 5 x 8 KiB + 24 bytes stays under the 48 KiB of
+    # static shared memory (a sixth array made it 49176 bytes, over the limit)
     shf2 = cuda.shared.array(MAX_THREADS, numba.float64)
     shf3 = cuda.shared.array(MAX_THREADS, numba.float64)
     res = cuda.shared.array(2, numba.int64)
@@ -239,18 +242,19 @@ def _sample_kernel(logits, counts, probs, temperature, top_k, top_p, min_p, rep,
             c2 = 0
             c3 = 0
             for v in range(tid, V, _UNROLL * nt):
-                # four independent loads in flight per thread before any compare (one at a
-                # time, each pass waited an L2 round trip per element: ~35 us a pass)
+                # four independent loads issued before any compare (measured: no faster
+                # than one at a time on an H200, ~35 us a pass either way; kept as the
+                # shape a multi-block version would use)
                 q0, q1, q2, q3 = _load4(probs, n, v, nt, V)
                 c1 += (q0 >= t1) + (q1 >= t1) + (q2 >= t1) + (q3 >= t1)
                 c2 += (q0 >= t2) + (q1 >= t2) + (q2 >= t2) + (q3 >= t2)
                 c3 += (q0 >= t3) + (q1 >= t3) + (q2 >= t3) + (q3 >= t3)
             shi[tid] = c1
-            shr[tid] = c2
-            shc[tid] = c3
+            shf2[tid] = numba.float64(c2)
+            shf3[tid] = numba.float64(c3)
             ok1 = block_sum(shi, tid, nt) >= k
-            ok2 = block_sum(shr, tid, nt) >= k
-            ok3 = block_sum(shc, tid, nt) >= k
+            ok2 = block_sum(shf2, tid, nt) >= k
+            ok3 = block_sum(shf3, tid, nt) >= k
             lo_b, hi_b = _narrow(lo_b, hi_b, ok1, ok2, ok3)
         tau_bits = lo_b
     tau = _f32_from_bits(tau_bits)

@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     stream.synchronize()
     eager_wall = (time.perf_counter() - t0) / n_eager
 
-    layer.out.fill(np.nan)
+    with stream:  # on the layer's stream: ordered before the launches that follow
+        layer.out.fill(np.nan)
+    stream.synchronize()  # nothing pending on the stream when its capture begins
     graph = capture(layer.step, stream)
     graph.launch(stream)
     stream.synchronize()
@@ -58,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     equal = bool(np.array_equal(replay, eager))
     maxdiff = float(np.max(np.abs(replay - eager))) if replay.shape == eager.shape else float("inf")
     # a replay after other work still gives the same answer
-    layer.out.fill(0)
+    with stream:
+        layer.out.fill(0)
     for _ in range(3):
         graph.launch(stream)
     stream.synchronize()
@@ -72,11 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         with quant.programmatic_launches():
             layer.step()
 
-    layer.out.fill(np.nan)
+    with stream:  # on the layer's stream: ordered before the launches that follow
+        layer.out.fill(np.nan)
     step_pdl()  # eager, through cuLaunchKernelEx
     stream.synchronize()
     pdl_eager_equal = bool(np.array_equal(layer.out.get(), eager))
-    layer.out.fill(np.nan)
+    with stream:  # on the layer's stream: ordered before the launches that follow
+        layer.out.fill(np.nan)
+    stream.synchronize()
     graph_pdl = capture(step_pdl, stream)
     graph_pdl.launch(stream)
     stream.synchronize()

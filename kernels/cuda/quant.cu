@@ -479,8 +479,9 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
 #pragma unroll
         for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
     for (int it = 0; it < n_items; ++it) {
-        // the next kernel (programmatic launch) may start once every warp here is on its last
-        // item: its weight copies overlap this kernel's tail. Triggering at entry let a chain
+        // the next kernel (programmatic launch) may start once every block here has reached
+        // a warp's last item (a block counts as triggered at its first warp's call, or when it
+        // exits): its weight copies overlap this kernel's tail. Triggering at entry let a chain
         // of launches run several kernels ahead, their waiting blocks holding the SM slots and
         // their prefetches the DRAM queue of the kernel still running (short, wide matrices
         // got slower: 1536x8960 Q4_K 7.5 -> 9.4 us, H200)
@@ -568,7 +569,7 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
 // in every block: for 896x4864 that was as much work as the product itself).
 __global__ void __launch_bounds__(128) quantize_q8_1(const float* __restrict__ x,
                                                      u32* __restrict__ xq, int n_rows, int cols) {
-    pdl_trigger();
+    pdl_trigger();  // at entry: this kernel is short (one chunk per warp)
     pdl_wait();
     quantize_x_q8_1<QT_Q6_K, 0>(x, cols, cols, xq, blockIdx.x * 4 + (threadIdx.x >> 5),
                                 gridDim.x * 4, n_rows);

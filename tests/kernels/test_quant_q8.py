@@ -281,11 +281,13 @@ def test_expert_gate_up_equals_two_expert_matvecs(cp) -> None:
 
 @pytest.mark.gpu
 def test_programmatic_launches_keep_every_dependency(cp) -> None:
-    """A chain where each int8 product reads the previous one's output (and the MoE product
-    reads routing ids written just before it), launched with programmatic dependent launch,
-    eagerly and captured in a graph, equals the plain launches bit for bit: the kernels'
+    """A chain where each int8 product reads the previous one's output and one reads a
+    rounding launched just before it, launched with programmatic dependent launch, eagerly
+    and captured in a graph, equals the plain launches bit for bit: the dense kernels'
     pdl_wait sits before every read of an earlier kernel's data. A missing wait shows as
-    stale or NaN inputs (the buffers are refilled with NaN before each run)."""
+    stale or NaN inputs (the buffers are refilled with NaN before each run). The MoE product
+    at the end (routing ids written by a copy just before it) launches plainly even inside
+    ``programmatic_launches`` (``_launch(pdl=False)``), and must still see its inputs."""
     from orcd_toolkit.kernels.graph import capture
 
     rng = np.random.default_rng(11)
@@ -366,9 +368,14 @@ def test_grid_cap_changes_no_result(cp) -> None:
     dense = quant.QuantWeight(cp.asarray(random_blocks(GGMLType.Q6_K, (32064, 3072), rng)),
                               GGMLType.Q6_K, 32064, 3072)
     xv = cp.asarray(rng.normal(0, 1, (1, 3072)).astype(np.float32))
+    # the cap must change this grid, else the comparison below compares a grid with itself
+    r, st, per_sm = quant._expert_variant(stacks[0])
     smem = (cols // 32) * quant.Q8_XQ_BYTES
-    assert quant.resident_blocks(f"qmatvec_q8<{int(GGMLType.MXFP4)},4,1,2,1>",
-                                 int(GGMLType.MXFP4), smem) >= 1
+    resident = quant.resident_blocks(f"qmatvec_q8<{int(GGMLType.MXFP4)},{r},1,{st},1>",
+                                     int(GGMLType.MXFP4), smem)
+    groups, sms = -(-rows // r), quant._num_sms()
+    assert quant._q8_blocks(groups, sms * min(per_sm, resident) // (2 * k), 1) != \
+        quant._q8_blocks(groups, sms * per_sm // (2 * k), 1)
     outs = []
     for capped in (True, False):
         quant.OCCUPANCY_CAP = capped
