@@ -88,25 +88,24 @@ def main(argv: list[str] | None = None) -> int:
     stream.synchronize()
     pdl_equal = bool(np.array_equal(layer.out.get(), eager))
     n = args.replays
-    start, end = cp.cuda.Event(), cp.cuda.Event()
-    start.record(stream)
-    for _ in range(n):
-        graph_pdl.launch(stream)
-    end.record(stream)
-    end.synchronize()
-    pdl_dev_per = cp.cuda.get_elapsed_time(start, end) / n * 1e3
+
+    def device_us_per_replay(g) -> float:
+        start, end = cp.cuda.Event(), cp.cuda.Event()
+        start.record(stream)
+        for _ in range(n):
+            g.launch(stream)
+        end.record(stream)
+        end.synchronize()
+        return cp.cuda.get_elapsed_time(start, end) / n * 1e3
+
+    pdl_dev_per = device_us_per_replay(graph_pdl)
     t0 = time.perf_counter()
     for _ in range(n):
         graph.launch(stream)
     host_per = (time.perf_counter() - t0) / n
     stream.synchronize()
     wall_per = (time.perf_counter() - t0) / n
-    start.record(stream)
-    for _ in range(n):
-        graph.launch(stream)
-    end.record(stream)
-    end.synchronize()
-    dev_per = cp.cuda.get_elapsed_time(start, end) / n * 1e3
+    dev_per = device_us_per_replay(graph)
 
     lines = [
         f"device: {name}",
