@@ -5,18 +5,6 @@
 // an optional per-head sink logit joins the softmax max and denominator only.
 // Caches are f16 [num_blocks, block_size, Hkv, D]; q and out are f32 [T, Hq, D].
 
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
 __device__ __forceinline__ long long kv_offset(const int* __restrict__ table, int key, int block_size,
                                                int Hkv, int kvh, int D) {
     int blk = table[key / block_size];

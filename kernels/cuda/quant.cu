@@ -138,10 +138,7 @@ __global__ void __launch_bounds__(128) qmatvec(
     for (int r = 0; r < R; ++r) {
 #pragma unroll
         for (int b = 0; b < NB; ++b) {
-            float s = acc[r][b];
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-            acc[r][b] = s;
+            acc[r][b] = warp_sum(acc[r][b]);
         }
     }
     if (KS > 1) {
@@ -267,9 +264,7 @@ __global__ void __launch_bounds__(128) qmatvec_pipe(
         if (seg == nseg - 1) {
 #pragma unroll
             for (int r = 0; r < R; ++r) {
-                float s = acc[r];
-#pragma unroll
-                for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                const float s = warp_sum(acc[r]);
                 const int row = g * R + r;
                 if (lane == 0 && row < rows) y[row] = s + (bias != nullptr ? bias[row] : 0.f);
                 acc[r] = 0.f;
@@ -324,9 +319,7 @@ __device__ __forceinline__ float reduce_rows(const float* v, int lane) {
 #pragma unroll
         for (int o = 8; o > 0; o >>= 1) k += __shfl_xor_sync(0xffffffffu, k, o);
     } else {
-        k = v[0];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) k += __shfl_xor_sync(0xffffffffu, k, o);
+        k = warp_sum(v[0]);
     }
     return k;
 }
@@ -541,9 +534,7 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
                 for (int r = 0; r < R; ++r) {
 #pragma unroll
                     for (int b = 0; b < NB; ++b) {
-                        float s = acc[r][b];
-#pragma unroll
-                        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                        const float s = warp_sum(acc[r][b]);
                         const int row = cur_g * R + r;
                         if (lane == 0 && row < rows)
                             yp[(long long)b * rows + row] = s + (bp != nullptr ? bp[row] : 0.f);
