@@ -314,6 +314,20 @@ def read_ceiling(cp, b: Bench, bufs: list) -> float:
     return best
 
 
+def expert_sets(cp, rng: np.random.Generator, n_exp: int, k: int,
+                t_tok: int) -> tuple[list, float]:
+    """8 routing id arrays int32 [t_tok, k], one per launch of a graph, with the number of
+    distinct experts each reads, and their mean. T = 1: set i picks from experts 4i..4i+3
+    (disjoint sets, so no launch finds its experts in L2); T > 1: each set from 8 random
+    experts."""
+    sets = []
+    for i in range(8):
+        pool = np.arange(4 * i, 4 * i + 4) if t_tok == 1 else rng.permutation(n_exp)[:8]
+        ids = np.stack([rng.permutation(pool)[:k] for _ in range(t_tok)]).astype(np.int32)
+        sets.append((cp.asarray(ids), len(np.unique(ids))))
+    return sets, float(np.mean([n for _, n in sets]))
+
+
 def bench_moe(cp, b: Bench, quant, sweep: bool = False) -> None:
     """Expert products of gpt-oss-20b: 4 of 32 MXFP4 experts per token. Each launch of the
     graph reads a different set of experts (8 disjoint sets in turn), so the weights come from
@@ -324,14 +338,9 @@ def bench_moe(cp, b: Bench, quant, sweep: bool = False) -> None:
         raw = random_blocks(GGMLType.MXFP4, (n_exp, rows, d), rng)
         w = quant.QuantWeight(cp.asarray(raw), GGMLType.MXFP4, rows, d)
         for t_tok in (1, 8):
-            sets = []
-            for i in range(8):
-                pool = np.arange(4 * i, 4 * i + 4) if t_tok == 1 else rng.permutation(n_exp)[:8]
-                ids = np.stack([rng.permutation(pool)[:k] for _ in range(t_tok)]).astype(np.int32)
-                sets.append((cp.asarray(ids), len(np.unique(ids))))
+            sets, distinct = expert_sets(cp, rng, n_exp, k, t_tok)
             x = cp.asarray(rng.normal(0, 1, (t_tok, d)).astype(np.float32))
             y = cp.empty((t_tok, k, rows), cp.float32)
-            distinct = float(np.mean([n for _, n in sets]))
             shape = f"{n_exp}x{rows}x{d} k={k} (~{distinct:.0f} experts read)"
             for path, q8 in (("f32", False), ("int8", True)):
                 tm = b.time_launches([lambda ids=ids, q8=q8, w=w: quant.expert_matvec(
@@ -357,12 +366,7 @@ def bench_moe_ffn(cp, b: Bench, quant, sweep: bool = False) -> None:
                                 GGMLType.MXFP4, r, c) for r, c in ((f, d), (f, d), (d, f))]
     wg, wu, wd = stacks
     for t_tok in (1, 8):
-        sets = []
-        for i in range(8):
-            pool = np.arange(4 * i, 4 * i + 4) if t_tok == 1 else rng.permutation(n_exp)[:8]
-            ids = np.stack([rng.permutation(pool)[:k] for _ in range(t_tok)]).astype(np.int32)
-            sets.append((cp.asarray(ids), len(np.unique(ids))))
-        distinct = float(np.mean([n for _, n in sets]))
+        sets, distinct = expert_sets(cp, rng, n_exp, k, t_tok)
         x = cp.asarray(rng.normal(0, 1, (t_tok, d)).astype(np.float32))
         act = cp.asarray(rng.normal(0, 1, (t_tok, k, f)).astype(np.float32))
         g = cp.empty((t_tok, k, f), cp.float32)
