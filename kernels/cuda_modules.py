@@ -37,6 +37,16 @@ Q8_VARIANTS: tuple[tuple[int, int, int, int], ...] = (
 Q8_EXPERT_QTYPE = 39
 Q8_EXPERT_VARIANTS: tuple[tuple[int, int, int, int], ...] = ((8, 1, 2, 1),)
 
+# (rows per group, x chunks per lane, ring stages) of qmatvec_q8_rows, the batch-1 int8 matvec
+# whose items are whole row groups (rows of at most 32 * NCH chunks); its ring is dynamic
+# shared memory (4 warps x S x the group's bytes), so 8 rows of 2880 Q8_0 columns fit. Staged
+# with every lane's cp.async (Q8_ROWS_VARIANTS) or one bulk copy per item (BULK), the variants
+# kept being the defaults and their nearest rivals on an H200 (quant.Q8_ROWS_DEFAULT; 2 rows,
+# 3 or 4 stages measured slower on every shape)
+Q8_ROWS_VARIANTS: tuple[tuple[int, int, int], ...] = ((4, 3, 2), (8, 3, 2))
+Q8_ROWS_BULK_VARIANTS: tuple[tuple[int, int, int], ...] = ((2, 3, 2), (4, 3, 2))
+Q8_ROWS_MAX_CHUNKS = 32 * 3  # columns / 32 that qmatvec_q8_rows takes (NCH = 3)
+
 
 def q8_variants(qtype: int) -> tuple[tuple[int, int, int, int], ...]:
     """The (R, NB, S, KS) instantiations of qmatvec_q8 compiled for ``qtype``."""
@@ -68,6 +78,10 @@ def name_expressions(name: str, qtype: int | None = None) -> list[str]:
                 for r in PIPE_ROWS_PER_WARP]
         out += [f"qmatvec_q8<{q},{r},{nb},{st},{ks}>" for q in qts if q in BLOCK_QTYPE_IDS
                 for r, nb, st, ks in q8_variants(q)]
+        out += [f"qmatvec_q8_rows<{q},{r},{nch},{st},0>" for q in qts if q in BLOCK_QTYPE_IDS
+                for r, nch, st in Q8_ROWS_VARIANTS]
+        out += [f"qmatvec_q8_rows<{q},{r},{nch},{st},1>" for q in qts if q in BLOCK_QTYPE_IDS
+                for r, nch, st in Q8_ROWS_BULK_VARIANTS]
         out += [f"qmatmul_mma<{q}>" for q in qts]
         out += [f"dequant_rows<{q}>" for q in qts]
         out += ["empty_kernel", "quantize_q8_1"]

@@ -116,8 +116,9 @@ Q8_ROWS_PER_WARP_BY_ROWS: tuple[tuple[int, int], ...] = ((4096, 4), (2048, 2), (
 Q8_CTAS_PER_SM = 8  # grid cap of the int8 kernel (blocks of 128 threads per SM)
 Q8_XQ_BYTES = 11 * 4  # shared memory per 32-value chunk of x in q8_1 (XQ_WORDS words)
 MAX_GRID_Y = 65535  # CUDA's grid.y limit: (token, slot) products per expert launch
-# (rows per warp, ring stages, CTAs per SM) of the int8 expert products (expert_gate_up,
-# expert_matvec): gpt-oss-20b at T = 1 (8 products of 2880x2880 MXFP4 in one grid) measured
+# (rows per warp, ring stages, CTAs per SM) of the segment kernel (qmatvec_q8) for the expert
+# products (expert_gate_up, expert_matvec) where the row-group kernel does not serve them
+# (row_groups=False, rows wider than 3072 columns): gpt-oss-20b at T = 1 (8 products of 2880x2880 MXFP4 in one grid) measured
 # 20.4 us with 4 rows per warp and up to 16 blocks per SM against 24.6 us with the dense
 # matvec's defaults (2 rows, 8 blocks); T = 8: 129 against 155 us (H200)
 EXPERT_VARIANT = (4, 2, 16)
@@ -300,22 +301,118 @@ def _q8_blocks(groups: int, cap: int, ks: int) -> int:
     return cdiv(groups, 4 * per_warp)
 
 
+# qmatvec_q8_rows (an item is a whole group of rows, x in registers; cuda/quant.cu) serves
+# batch 1 on matrices of at least this many rows, and every expert product, when a row has at
+# most Q8_ROWS_MAX_CHUNKS chunks and the ring fits the block's shared memory
+Q8_ROWS_MIN_ROWS = 4096
+# (rows per group, ring stages, bulk copies) of qmatvec_q8_rows: each item staged by one bulk
+# (TMA) copy from lane 0, 4 rows, 2 stages; Q8_0 (the cheapest decode) 8 rows through every
+# lane's cp.async. Interleaved A/B on an H200 (scripts/kernel_ab.py, docs/kernels.md): gpt-oss
+# expert gate+up at T = 1 14.2 us (segment kernel 15.1), MXFP4 201088x2880 85.7 us (107.2),
+# Q6_K 151936x1536 57.4 (68.0); Q8_0 151936x896 37.4 us with 8 rows and cp.async (bulk, 4
+# rows: 39.1; segment: 39.9)
+Q8_ROWS_DEFAULT = (4, 2, True)
+Q8_ROWS_BY_TYPE: dict[GGMLType, tuple[int, int, bool]] = {GGMLType.Q8_0: (8, 2, False)}
+# None: the table above decides bulk copies; True / False forces them (benchmarks)
+Q8_ROWS_BULK: bool | None = None
+
+
+def q8_rows_slot(w: QuantWeight, r: int) -> int:
+    """Bytes of one ring slot of qmatvec_q8_rows: r rows from a 16-byte floor (up to 15 bytes
+    before the group), plus one 16-byte vector that ld_words may read past a chunk."""
+    return 16 * ((r * w.row_bytes + 15) // 16 + 2)
+
+
+def _q8_rows_smem(w: QuantWeight, r: int, st: int, rounds_x: bool) -> int:
+    """Dynamic shared memory of qmatvec_q8_rows: 4 warps x st slots, then x's q8_1 rounding
+    when the block rounds x itself."""
+    return 4 * st * q8_rows_slot(w, r) + (w.cols // 32 * Q8_XQ_BYTES if rounds_x else 0)
+
+
+def smem_optin() -> int:
+    """Shared memory one block of the current device may opt in to (227 KiB on H100/H200)."""
+    import cupy
+
+    return _smem_optin(int(cupy.cuda.Device().id))
+
+
+@functools.cache
+def _smem_optin(device: int) -> int:
+    import cupy
+
+    return int(cupy.cuda.Device(device).attributes["MaxSharedMemoryPerBlockOptin"])
+
+
+def _rows_variant(w: QuantWeight, rows_per_warp: int | None,
+                  stages: int | None) -> tuple[int, int, bool]:
+    """(rows per group, stages, bulk copies) of qmatvec_q8_rows for w, with overrides."""
+    r, st, bulk = Q8_ROWS_BY_TYPE.get(w.qtype, Q8_ROWS_DEFAULT)
+    return rows_per_warp or r, stages or st, bulk if Q8_ROWS_BULK is None else Q8_ROWS_BULK
+
+
+def _use_rows(w: QuantWeight, nb: int, r: int, st: int, bulk: bool, ks: int, rounds_x: bool,
+              row_groups: bool | None) -> bool:
+    """Whether this product runs qmatvec_q8_rows (``row_groups`` None: the policy above;
+    True: it must, else a typed error; False: never)."""
+    if row_groups is False:
+        return False
+    compiled = (cuda_modules.Q8_ROWS_BULK_VARIANTS if bulk
+                else cuda_modules.Q8_ROWS_VARIANTS)
+    why = None
+    if nb != 1 or ks != 1:
+        why = "one vector per product and one warp per row group"
+    elif (r, 3, st) not in compiled:
+        why = (f"a variant of {r} rows per group and {st} stages "
+               f"({'bulk copies' if bulk else 'cp.async'})")
+    elif w.cols // 32 > cuda_modules.Q8_ROWS_MAX_CHUNKS:
+        why = f"rows of at most {32 * cuda_modules.Q8_ROWS_MAX_CHUNKS} columns"
+    elif _q8_rows_smem(w, r, st, rounds_x) > smem_optin():
+        why = "a ring that fits one block's shared memory"
+    if row_groups:
+        if why is not None:
+            raise KernelError(f"the row-group int8 matvec needs {why}")
+        return True
+    return why is None and (w.num_experts > 0 or w.rows >= Q8_ROWS_MIN_ROWS)
+
+
+def _rows_fn(expr: str, qtype: int, smem: int) -> Any:
+    """The kernel, allowed ``smem`` bytes of dynamic shared memory (above the 48 KiB default
+    a kernel must opt in before it is launched or its occupancy queried)."""
+    fn = _fn(expr, qtype)
+    if smem > 48 * 1024 and fn.max_dynamic_shared_size_bytes < smem:
+        fn.max_dynamic_shared_size_bytes = smem
+    return fn
+
+
 def _q8_launch(out: Any, x: Any, w: QuantWeight, bias: Any, stream: Any, *, nb: int = 1,
                rows_per_warp: int | None = None, stages: int | None = None,
                warps_per_row: int | None = None, ctas_per_sm: int | None = None,
                pairs: int = 1, expert_ids: Any = None, x_div: int = 1, x_stride: int = 0,
                y_stride: int = 0, xq: Any = None, xq_out: Any = None,
-               second: tuple[Any, QuantWeight, Any] | None = None) -> None:
-    """One launch of qmatvec_q8: nb input vectors, or one per (token, slot) pair (MoE).
+               second: tuple[Any, QuantWeight, Any] | None = None,
+               row_groups: bool | None = None) -> None:
+    """One launch of qmatvec_q8 (or qmatvec_q8_rows, see :func:`_use_rows`): nb input
+    vectors, or one per (token, slot) pair (MoE).
 
     ``xq_out``: block 0 also stores its rounding of x there (dense products, no ``xq``).
     ``second`` = (out2, w2, bias2): a second matrix of w's type and shape read with the same
     x in the same grid (grid.y doubles; MoE gate and up).
     """
-    r, st, ks = _q8_variant(w, nb, rows_per_warp, stages, warps_per_row)
-    smem = nb * (w.cols // 32) * Q8_XQ_BYTES
-    if smem + _q8_stage_bytes(w, r, st) > 48 * 1024:
-        raise KernelError(f"int8 matvec: {nb} x {w.cols} columns exceed the 48 KiB of shared memory")
+    r, st, bulk = _rows_variant(w, rows_per_warp, stages)
+    rows_kernel = _use_rows(w, nb, r, st, bulk, warps_per_row or 1, xq is None, row_groups)
+    if rows_kernel:
+        ks = 1
+        smem = _q8_rows_smem(w, r, st, xq is None)
+    else:
+        if expert_ids is not None:  # the segment kernel's expert variant unless overridden
+            er, est, eper_sm = _expert_variant(w)
+            rows_per_warp, stages = rows_per_warp or er, stages or est
+            ctas_per_sm = ctas_per_sm or eper_sm
+        r, st, ks = _q8_variant(w, nb, rows_per_warp, stages, warps_per_row)
+        smem = nb * (w.cols // 32) * Q8_XQ_BYTES
+        if smem + _q8_stage_bytes(w, r, st) > 48 * 1024:
+            raise KernelError(f"int8 matvec: {nb} x {w.cols} columns exceed the 48 KiB of "
+                              "shared memory")
     if int(w.data.data.ptr) % 16:
         raise KernelError("int8 matvec needs 16-byte aligned weight data")
     if w.matrix_bytes >= 2**32:
@@ -330,7 +427,12 @@ def _q8_launch(out: Any, x: Any, w: QuantWeight, bias: Any, stream: Any, *, nb: 
     mats = 1 if second is None else 2
     if pairs * mats > MAX_GRID_Y:
         raise KernelError(f"int8 matvec: {pairs * mats} (token, slot) products exceed the grid")
-    expr = f"qmatvec_q8<{int(w.qtype)},{r},{nb},{st},{ks}>"
+    if rows_kernel:
+        expr = f"qmatvec_q8_rows<{int(w.qtype)},{r},3,{st},{int(bulk)}>"
+        fn = _rows_fn(expr, int(w.qtype), smem)
+    else:
+        expr = f"qmatvec_q8<{int(w.qtype)},{r},{nb},{st},{ks}>"
+        fn = _fn(expr, w.qtype)
     per_sm = ctas_per_sm or Q8_CTAS_PER_SM
     if OCCUPANCY_CAP:
         per_sm = min(per_sm, resident_blocks(expr, int(w.qtype), smem))
@@ -338,12 +440,14 @@ def _q8_launch(out: Any, x: Any, w: QuantWeight, bias: Any, stream: Any, *, nb: 
     blocks = _q8_blocks(groups, max(1, _num_sms() * per_sm // (pairs * mats)), ks)
     out2, w2d, b2 = (NULL, NULL, NULL) if second is None else (
         second[0], second[1].data, NULL if second[2] is None else second[2])
-    _launch(_fn(expr, w.qtype), (blocks, pairs * mats, 1),
-            (w.data, x, out, NULL if bias is None else bias, np.int32(w.rows), np.int32(w.cols),
-             np.int64(w.row_bytes), NULL if expert_ids is None else expert_ids,
-             np.int64(w.matrix_bytes), np.int32(x_div), np.int64(x_stride), np.int64(y_stride),
-             NULL if xq is None else xq, NULL if xq_out is None else xq_out,
-             w2d, b2, out2, np.int32(pairs)), smem, stream, pdl=expert_ids is None)
+    args = (w.data, x, out, NULL if bias is None else bias, np.int32(w.rows), np.int32(w.cols),
+            np.int64(w.row_bytes), NULL if expert_ids is None else expert_ids,
+            np.int64(w.matrix_bytes), np.int32(x_div), np.int64(x_stride), np.int64(y_stride),
+            NULL if xq is None else xq, NULL if xq_out is None else xq_out,
+            w2d, b2, out2, np.int32(pairs))
+    if rows_kernel:
+        args += (np.int32(q8_rows_slot(w, r)),)
+    _launch(fn, (blocks, pairs * mats, 1), args, smem, stream, pdl=expert_ids is None)
 
 
 def _q8_batches(w: QuantWeight, n: int) -> list[int]:
@@ -361,7 +465,8 @@ def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = 
            rows_per_warp: int | None = None, warps_per_row: int | None = None,
            pipelined: bool = True, q8_activations: bool | None = None,
            stages: int | None = None, ctas_per_sm: int | None = None,
-           x_q8: Q8Activations | None = None, x_q8_out: Q8Activations | None = None) -> None:
+           x_q8: Q8Activations | None = None, x_q8_out: Q8Activations | None = None,
+           row_groups: bool | None = None) -> None:
     """``out[n, rows] = x[n, cols] @ W.T (+ bias)`` for small n (memory-bound decode path).
 
     Block types at n <= ``Q8_MAX_BATCH`` (or with ``q8_activations=True``): the int8 kernel,
@@ -380,6 +485,10 @@ def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = 
     ``x_q8_out`` (no ``x_q8``): the int8 kernel's first block also stores its rounding of x
     there, as :func:`quantize_activations` would (same words, both block sums), at no extra
     launch: the next products of this x pass it as ``x_q8``.
+
+    ``row_groups``: the int8 kernel whose items are whole groups of rows (qmatvec_q8_rows;
+    None: at batch 1 on tall matrices of at most 3072 columns, True: required, False: the
+    segment kernel). Both give the same bits.
     """
     n = _check_linear(out, x, w, bias)
     if w.num_experts:
@@ -397,7 +506,7 @@ def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = 
             xqo = None if x_q8_out is None else x_q8_out.data[start:start + nb]
             _q8_launch(oi, xi, w, bias, stream, nb=nb, rows_per_warp=rows_per_warp,
                        stages=stages, warps_per_row=warps_per_row, ctas_per_sm=ctas_per_sm,
-                       xq=xqi, xq_out=xqo)
+                       xq=xqi, xq_out=xqo, row_groups=row_groups)
             start += nb
         return
     r = rows_per_warp or (4 if w.rows >= ROWS_PER_WARP_MIN_ROWS else 1)
@@ -475,6 +584,9 @@ def expert_matvec(
     stream: Any = None,
     q8_activations: bool | None = None,
     x_q8: Q8Activations | None = None,
+    row_groups: bool | None = None,
+    rows_per_warp: int | None = None,
+    stages: int | None = None,
 ) -> None:
     """MoE expert products reading only the selected experts.
 
@@ -484,6 +596,8 @@ def expert_matvec(
     ``bias`` [E, rows] is added for the selected expert. Block types use the int8 kernel
     (x rounded to q8_1 per (token, slot)) unless ``q8_activations`` is False; ``x_q8`` is x
     already rounded by :func:`quantize_activations` (x viewed as [T, cols] or [T * k, cols]).
+    ``row_groups`` as for :func:`matvec` (None: the row-group kernel wherever it applies);
+    ``rows_per_warp`` / ``stages`` override the int8 variant (benchmarks).
     """
     if not w.num_experts:
         raise KernelError("expert_matvec needs an expert stack [E, rows, row_bytes]")
@@ -503,11 +617,10 @@ def expert_matvec(
         if not block:
             raise KernelError(f"{w.qtype.name} weights have no int8 (q8_1 activation) kernel")
         _check_q8(x_q8, t * k if x_per_slot else t, w.cols)
-        r, st, per_sm = _expert_variant(w)
         _q8_launch(out, x, w, bias, stream, pairs=t * k, expert_ids=expert_ids,
                    x_div=1 if x_per_slot else k, x_stride=w.cols, y_stride=w.rows,
-                   xq=None if x_q8 is None else x_q8.data, rows_per_warp=r, stages=st,
-                   ctas_per_sm=per_sm)
+                   xq=None if x_q8 is None else x_q8.data, rows_per_warp=rows_per_warp,
+                   stages=stages, row_groups=row_groups)
         return
     _, ks = _matvec_variant(w, 1, 1, None)
     with on_stream(stream):
@@ -610,7 +723,7 @@ def expert_gate_up(gate_out: Any, up_out: Any, x: Any, gate_w: QuantWeight, up_w
                    expert_ids: Any, *, gate_bias: Any = None, up_bias: Any = None,
                    stream: Any = None, x_q8: Q8Activations | None = None,
                    rows_per_warp: int | None = None, stages: int | None = None,
-                   ctas_per_sm: int | None = None) -> None:
+                   ctas_per_sm: int | None = None, row_groups: bool | None = None) -> None:
     """The MoE gate and up products of every selected expert in one int8 launch.
 
     Equal to ``expert_matvec(gate_out, x, gate_w, ...)`` and ``expert_matvec(up_out, x, up_w,
@@ -619,7 +732,7 @@ def expert_gate_up(gate_out: Any, up_out: Any, x: Any, gate_w: QuantWeight, up_w
     8 x 4.4 MB at T = 1) with one ramp and one tail instead of two. Both stacks must be of one
     block type and shape; ``x_q8`` is x rounded by :func:`quantize_activations` (without it
     every block rounds x itself). ``rows_per_warp`` / ``stages`` / ``ctas_per_sm`` override
-    the variant (benchmarks).
+    the variant, ``row_groups`` the kernel (as for :func:`matvec`; benchmarks).
     """
     for w in (gate_w, up_w):
         if not w.num_experts:
@@ -637,12 +750,11 @@ def expert_gate_up(gate_out: Any, up_out: Any, x: Any, gate_w: QuantWeight, up_w
         if b is not None:
             check(b, f"{name}_bias", np.float32, (w.num_experts, w.rows))
     _check_q8(x_q8, t, gate_w.cols)
-    if rows_per_warp is None and stages is None and ctas_per_sm is None:
-        rows_per_warp, stages, ctas_per_sm = _expert_variant(gate_w)
     _q8_launch(gate_out, x, gate_w, gate_bias, stream, pairs=t * k, expert_ids=expert_ids,
                x_div=k, x_stride=gate_w.cols, y_stride=gate_w.rows,
                xq=None if x_q8 is None else x_q8.data, second=(up_out, up_w, up_bias),
-               rows_per_warp=rows_per_warp, stages=stages, ctas_per_sm=ctas_per_sm)
+               rows_per_warp=rows_per_warp, stages=stages, ctas_per_sm=ctas_per_sm,
+               row_groups=row_groups)
 
 
 def embed(out: Any, table: QuantWeight, token_ids: Any, *, stream: Any = None) -> None:

@@ -176,7 +176,7 @@ def linear_cases(quick: bool) -> list[tuple[GGMLType, int, int, str]]:
 
 
 def bench_linear(cp, b: Bench, quant, quick: bool, sweep: bool, prefill: bool,
-                 match: str = "") -> None:
+                 match: str = "", batches: tuple[int, ...] = (1, 2, 4, 8, 32)) -> None:
     rng = np.random.default_rng(0)
     keys = [k for k in match.split(",") if k]
     for qt, rows, cols, label in linear_cases(quick):
@@ -193,7 +193,7 @@ def bench_linear(cp, b: Bench, quant, quick: bool, sweep: bool, prefill: bool,
             ws.append(quant.QuantWeight(d, qt, rows, cols))
         shape = f"{rows}x{cols} {label}"
         block = int(qt) in quant.cuda_modules.BLOCK_QTYPE_IDS
-        for n in (1, 2, 4, 8, 32):
+        for n in batches:
             x = cp.asarray(rng.normal(0, 1, (n, cols)).astype(np.float32))
             y = cp.empty((n, rows), cp.float32)
             nbytes = one.nbytes + x.nbytes + y.nbytes
@@ -235,6 +235,14 @@ def bench_linear(cp, b: Bench, quant, quick: bool, sweep: bool, prefill: bool,
                 t = b.time_launches([lambda w=w: chained(w) for w in ws])
                 record(f"matvec int8 shared-x pdl chain b={n}", qt.name, shape, t, nbytes)
                 side(qt.name, shape, n, "int8 shared x pdl", t, nbytes)
+                if cols // 32 <= quant.cuda_modules.Q8_ROWS_MAX_CHUNKS:
+                    # the segment walk (qmatvec_q8), where the default may be the row-group
+                    # kernel (scripts/kernel_ab.py times the variants interleaved)
+                    t = b.time_launches([lambda w=w: quant.matvec(
+                        y, x, w, stream=b.stream, x_q8=qa, row_groups=False) for w in ws])
+                    record(f"matvec int8 shared-x segment kernel b={n}", qt.name, shape, t,
+                           nbytes)
+                    side(qt.name, shape, n, "int8 shared x segment kernel", t, nbytes)
                 t = read_ceiling(cp, b, [w.data for w in ws])
                 record("read-only kernel (size ceiling)", "-", f"{one.nbytes / 1e6:.2f} MB ({shape})",
                        t, one.nbytes)
@@ -383,11 +391,15 @@ def bench_moe_ffn(cp, b: Bench, quant, sweep: bool = False) -> None:
         def gate_up_only(ids, qa) -> None:
             quant.expert_gate_up(g, u, x, wg, wu, ids, stream=b.stream, x_q8=qa)
 
-        def shared(ids) -> None:
+        def shared(ids, rg: bool | None = None) -> None:
             qa = quant.quantize_activations(xq, x, stream=b.stream)
-            quant.expert_gate_up(g, u, x, wg, wu, ids, stream=b.stream, x_q8=qa)
+            quant.expert_gate_up(g, u, x, wg, wu, ids, stream=b.stream, x_q8=qa, row_groups=rg)
             qd = quant.quantize_activations(aq, act.reshape(t_tok * k, f), stream=b.stream)
-            quant.expert_matvec(y, act, wd, ids, x_per_slot=True, stream=b.stream, x_q8=qd)
+            quant.expert_matvec(y, act, wd, ids, x_per_slot=True, stream=b.stream, x_q8=qd,
+                                row_groups=rg)
+
+        def shared_segments(ids) -> None:  # the segment kernel (qmatvec_q8) for all three
+            shared(ids, False)
 
         def shared_pdl(ids) -> None:
             with quant.programmatic_launches():
@@ -403,10 +415,11 @@ def bench_moe_ffn(cp, b: Bench, quant, sweep: bool = False) -> None:
         shape = f"gate+up+down {n_exp}x{f}x{d} k={k} T={t_tok} (~{distinct:.0f} experts)"
         nbytes = distinct * 3 * wg.matrix_bytes
         for path, fn in (("per product", per_product), ("shared uncapped grid", shared_uncapped),
+                         ("shared segment kernel", shared_segments),
                          ("shared", shared), ("shared pdl", shared_pdl)):
             tm = b.time_launches([lambda ids=ids, fn=fn: fn(ids) for ids, _ in sets])
             record(f"moe ffn {path}", "MXFP4", shape, tm, nbytes)
-            if path != "shared uncapped grid":
+            if path not in ("shared uncapped grid", "shared segment kernel"):
                 side("MXFP4", f"moe ffn gate+up+down T={t_tok}", 1,
                      {"per product": "int8", "shared": "int8 shared x"}.get(
                          path, "int8 shared x pdl"), tm, nbytes)
@@ -427,6 +440,10 @@ def bench_moe_ffn(cp, b: Bench, quant, sweep: bool = False) -> None:
                     record(f"expert_gate_up R={r} S={st} ctas/SM={per_sm}", "MXFP4",
                            f"gate+up {n_exp}x{f}x{d} k={k} T=1", tm,
                            distinct * 2 * wg.matrix_bytes)
+        tm = b.time_launches([lambda ids=ids: quant.expert_gate_up(
+            g, u, x, wg, wu, ids, stream=b.stream, x_q8=qa, row_groups=False) for ids, _ in sets])
+        record("expert_gate_up shared x segment kernel", "MXFP4",
+               f"gate+up {n_exp}x{f}x{d} k={k} T={t_tok}", tm, distinct * 2 * wg.matrix_bytes)
         tm = b.time_launches([lambda ids=ids: gate_up_only(ids, qa) for ids, _ in sets])
         record("expert_gate_up shared x", "MXFP4",
                f"gate+up {n_exp}x{f}x{d} k={k} T={t_tok}", tm, distinct * 2 * wg.matrix_bytes)
@@ -629,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prefill", action="store_true", help="also the 512-token matmul")
     ap.add_argument("--match", default="", help="linear cases whose 'TYPE RxC label' contains "
                     "one of these comma-separated strings")
+    ap.add_argument("--batches", default="1,2,4,8,32",
+                    help="comma-separated batch sizes of the linear group")
     args = ap.parse_args(argv)
 
     import cupy as cp
@@ -651,7 +670,8 @@ def main(argv: list[str] | None = None) -> int:
              ("moe", lambda: bench_moe(cp, b, quant, args.sweep)),
              ("layer", lambda: bench_layer(cp, b, quant)),
              ("linear", lambda: bench_linear(cp, b, quant, args.quick, args.sweep, args.prefill,
-                                                args.match))]
+                                                args.match,
+                                                tuple(int(n) for n in args.batches.split(","))))]
     for g, fn in steps:
         if g in groups:
             try:

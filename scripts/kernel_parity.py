@@ -234,6 +234,30 @@ def check_linear(cp, quant, qt: GGMLType, rows: int, cols: int, label: str, rng)
             record("matvec_q8", qt.name,
                    f"{rows}x{cols} n={nb} R={r} S={st} KS={ks} 1 cta/SM {label}",
                    nmse(out.get(), ref_q8), TOL["matvec_q8"], guard_ok(cp, base, nb * rows))
+    if q8 and cols // 32 <= quant.cuda_modules.Q8_ROWS_MAX_CHUNKS:
+        # the row-group kernel, every variant: within tolerance, and the segment kernel's bits
+        x = rng.normal(0, 1, (1, cols)).astype(np.float32)
+        xd = cp.asarray(x)
+        seg = cp.empty((1, rows), cp.float32)
+        quant.matvec(seg, xd, w, cp.asarray(bias), rows_per_warp=1, row_groups=False)
+        ref_q8 = ops.matmul(ops.round_activations(x, "q8_1"), w_ref, bias)
+        variants = [(r, st, False) for r, _, st in quant.cuda_modules.Q8_ROWS_VARIANTS]
+        variants += [(r, st, True)
+                     for r, _, st in quant.cuda_modules.Q8_ROWS_BULK_VARIANTS]
+        for r, st, bulk in variants:
+            out, base = guarded(cp, (1, rows))
+            quant.Q8_ROWS_BULK = bulk
+            try:
+                quant.matvec(out, xd, w, cp.asarray(bias), rows_per_warp=r, stages=st,
+                             row_groups=True, ctas_per_sm=1)
+            finally:
+                quant.Q8_ROWS_BULK = None
+            same = bool(np.array_equal(out.get(), seg.get()))
+            kind = "bulk copies" if bulk else "cp.async"
+            record("matvec_q8 row groups", qt.name,
+                   f"{rows}x{cols} n=1 R={r} S={st} {kind} {label}",
+                   nmse(out.get(), ref_q8), TOL["matvec_q8"], guard_ok(cp, base, rows) and same,
+                   "" if same else "differs from the segment kernel")
     for n in (37, 512) if rows * cols <= 16e6 else (37,):
         x = rng.normal(0, 1, (n, cols)).astype(np.float32)
         out, base = guarded(cp, (n, rows))
@@ -617,6 +641,15 @@ def check_moe(cp, quant, moe, act, rng) -> None:
                        nmse(g3.get(), ref_g), TOL["matvec_q8"],
                        same and guard_ok(cp, g3_base, t * k * f) and guard_ok(cp, u3_base, t * k * f),
                        "" if same else "differs from two expert_matvec launches")
+                # the segment kernel (the default is the row-group kernel): the same bits
+                g4, g4_base = guarded(cp, (t, k, f))
+                quant.expert_matvec(g4, xd, wg, ids, x_per_slot=False, bias=cp.asarray(gb),
+                                    row_groups=False)
+                same = bool(cp.array_equal(g4, g).get())
+                record("expert_matvec_q8 segment kernel", qt.name,
+                       f"{label} gate T={t} k={k} {f}x{d}", nmse(g4.get(), ref_g),
+                       TOL["matvec_q8"], same and guard_ok(cp, g4_base, t * k * f),
+                       "" if same else "differs from the row-group kernel")
             # the int8 path's twin: every expert product sees round_activations(x, "q8_1")
             scheme = "q8_1" if q8 else "exact"
             ref = ops.moe_experts(

@@ -286,8 +286,10 @@ template <> __device__ __forceinline__ void dequant_chunk<QT_Q6_K>(const u8* row
 
 // MXFP4: u8 E8M0 exponent, 16 B of E2M1 codes; ggml stores the e2m1 values doubled and halves
 // the scale (ggml-impl.h: GGML_E8M0_TO_FP32_HALF, kvalues_mxfp4).
-__device__ __forceinline__ float e8m0_half(u8 e) {
-    u32 bits = e < 2 ? (0x00200000u << e) : ((u32)(e - 1) << 23);
+__device__ __forceinline__ float e8m0_half(u32 e) {  // e in [0, 255]
+    // 2^(e - 128): exponent field e - 1 for e >= 2, the subnormals 2^-128 and 2^-127 below
+    // (two multiply-adds and a select: no shift of a register constant, no mask)
+    const u32 bits = e >= 2u ? e * 0x00800000u - 0x00800000u : e * 0x00200000u + 0x00200000u;
     return __uint_as_float(bits);
 }
 
@@ -584,11 +586,10 @@ template <> __device__ __forceinline__ float dot_q8<QT_Q6_K>(const u8* b, int c,
 // prmt(table, v ^ 0x8888) those of the negative ones. Two dp4a sums then give sum(w q) =
 // pos - neg with no sign select and no byte reordering: x's words are pre-permuted to the
 // nibble order (prep_xq8) once per chunk, which R rows share.
-template <> __device__ __forceinline__ float dot_q8<QT_MXFP4>(const u8* b, int, const XQ8& x) {
+// e: the block's scale byte, zero-extended
+__device__ __forceinline__ float dot_mxfp4_words(const u32* v, u32 e, const XQ8& x) {
     constexpr u32 T1 = 0x0C080604u;
     const u32 T0 = x.tab;
-    u32 v[4];
-    ld_words<4, 1>(b + 1, v);
     int sp = 0, sn = 0;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -598,7 +599,33 @@ template <> __device__ __forceinline__ float dot_q8<QT_MXFP4>(const u8* b, int, 
         sp = dp4a((int)prmt(T0, T1, hi), x.q[2 * i + 1], sp);
         sn = dp4a((int)prmt(T0, T1, hi ^ 0x8888u), x.q[2 * i + 1], sn);
     }
-    return e8m0_half(b[0]) * x.d * (float)(sp - sn);
+    return e8m0_half(e) * x.d * (float)(sp - sn);
+}
+
+template <> __device__ __forceinline__ float dot_q8<QT_MXFP4>(const u8* b, int, const XQ8& x) {
+    u32 v[4];
+    ld_words<4, 1>(b + 1, v);
+    return dot_mxfp4_words(v, b[0], x);
+}
+
+// The same dot for a block whose first code byte is at shared-memory address s (its scale
+// byte at s - 1), as a 32-bit address: the aligned floor is one mask and the funnel shift
+// amount one shift (shf.r.wrap takes it mod 32), where the pointer form spent five
+// instructions per block on the misalignment. Volatile: the loads must stay after the
+// cp.async wait that makes the bytes visible.
+__device__ __forceinline__ float dot_mxfp4_smem(u32 s, const XQ8& x) {
+    const u32 a = s & ~3u, sh = s << 3;
+    u32 w[5], e;
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(w[0]) : "r"(a));
+    asm volatile("ld.shared.u32 %0, [%1+4];" : "=r"(w[1]) : "r"(a));
+    asm volatile("ld.shared.u32 %0, [%1+8];" : "=r"(w[2]) : "r"(a));
+    asm volatile("ld.shared.u32 %0, [%1+12];" : "=r"(w[3]) : "r"(a));
+    asm volatile("ld.shared.u32 %0, [%1+16];" : "=r"(w[4]) : "r"(a));
+    asm volatile("ld.shared.u8 %0, [%1+-1];" : "=r"(e) : "r"(s));
+    u32 v[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) v[i] = shf_r(w[i], w[i + 1], sh);
+    return dot_mxfp4_words(v, e, x);
 }
 
 // Correctly rounded a / 127 without the IEEE division's slow-path branch (Markstein: with
@@ -712,6 +739,38 @@ __device__ __forceinline__ void cp_async16(u32 saddr, const void* g) {
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// Bulk (TMA) copies (sm_90): one instruction moves a contiguous, 16-byte aligned run from
+// global to shared memory and counts its bytes on an mbarrier, which the consumers wait on
+// (phase parity flips with each use). Inline PTX, as the rest.
+__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+// makes the initialised barriers visible to the async proxy that completes them
+__device__ __forceinline__ void fence_mbar_init() {
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+// orders this thread's earlier generic-proxy shared accesses before later async-proxy writes
+// (a slot the warp has read is overwritten by the next bulk copy)
+__device__ __forceinline__ void fence_proxy_async() {
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(u32 bar, u32 bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_bulk(u32 dst, const void* src, u32 bytes, u32 bar) {
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+        ::"r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
+    u32 done;
+    do {
+        asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; "
+                     "selp.u32 %0, 1, 0, p; }" : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+    } while (!done);
 }
 
 // x's q words as dot_q8<QT> reads them: MXFP4 takes them in the order of its nibbles (word

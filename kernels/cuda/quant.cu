@@ -324,6 +324,17 @@ __device__ __forceinline__ float reduce_rows(const float* v, int lane) {
     return k;
 }
 
+// reduce_rows<RR> over R = 8 rows runs twice, on rows 0-3 and 4-7
+template <int R> struct ReducedRows { enum { value = R > 4 ? 4 : R }; };
+// the row (of RR) whose total reduce_rows<RR> leaves in this lane, and whether the lane is
+// the first of those holding it
+template <int RR> __device__ __forceinline__ int reduced_row(int lane) {
+    return RR == 4 ? ((lane >> 4) & 1) * 2 + ((lane >> 3) & 1) : (RR == 2 ? (lane >> 4) & 1 : 0);
+}
+template <int RR> __device__ __forceinline__ bool holds_row(int lane) {
+    return (lane & (32 / RR - 1)) == 0;
+}
+
 template <int QT, int R, int NB, int S, int KS>
 __global__ void __launch_bounds__(128) qmatvec_q8(
     const u8* __restrict__ W, const float* __restrict__ x, float* __restrict__ y,
@@ -506,10 +517,9 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
         if (cur_seg + KS >= seg0 + KS * spg) {  // the last item of this group for this warp
             if (NB == 1) {
                 // R = 8: two transposing reductions of 4 rows each
-                constexpr int RR = R > 4 ? 4 : R;
-                const int rr = RR == 4 ? ((lane >> 4) & 1) * 2 + ((lane >> 3) & 1)
-                                       : (RR == 2 ? (lane >> 4) & 1 : 0);
-                const bool holder = (lane & (32 / RR - 1)) == 0;
+                constexpr int RR = ReducedRows<R>::value;
+                const int rr = reduced_row<RR>(lane);
+                const bool holder = holds_row<RR>(lane);
 #pragma unroll
                 for (int h = 0; h < R / RR; ++h) {
                     float v[RR];
@@ -551,6 +561,165 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
             cur_seg = seg0;
             cur_g += nw;
         }
+    }
+}
+
+// ---------------------------------------------------------------------------- matvec, int8, row groups
+// Batch 1, rows of at most 32 * NCH chunks (NCH = 3: 3072 columns; gpt-oss's 2880-wide experts
+// and vocabulary, Phi-3's attention and gate_up, every Qwen vocabulary). An item is a whole
+// group of R consecutive rows: R * row_bytes contiguous bytes, which the warp copies into its
+// ring slot with cp.async at one stride (no per-row offsets, lengths or clamps), and lane l
+// keeps x chunks l, l + 32, ... in registers for the whole kernel (rounded once per block, or
+// read from xq), so an item costs its copies, the dot products and one reduction. qmatvec_q8's
+// segment walk spent as many instructions per chunk on its per-segment copies, row offsets and
+// x reloads as on the MXFP4 dot itself: ncu had its expert gate+up issue-bound (61 % of issue
+// slots busy at 33 % of DRAM bandwidth). Same arguments, numbers and bits as qmatvec_q8 with
+// KS = 1 and NB = 1 (each lane adds its chunks in the same order, and every R reduces a row
+// with the same butterfly), plus slot_bytes: the ring slot size (q8_rows_slot on the host), the
+// dynamic shared memory being 4 warps x S slots, then x's rounding when xq is null.
+template <int QT, int R, int NCH, int S, int BULK>
+__global__ void __launch_bounds__(128) qmatvec_q8_rows(
+    const u8* __restrict__ W, const float* __restrict__ x, float* __restrict__ y,
+    const float* __restrict__ bias, int rows, int cols, long long row_bytes,
+    const int* __restrict__ expert_ids, long long expert_stride, int x_div, long long x_stride,
+    long long y_stride, const u32* __restrict__ xq, u32* __restrict__ xq_out,
+    const u8* __restrict__ W2, const float* __restrict__ bias2, float* __restrict__ y2,
+    int pairs, int slot_bytes) {
+    static_assert(SegBytes<QT>::value > 0, "block types only");
+    extern __shared__ float xs_dyn[];  // [4][S][slot_bytes] ring, then [cols / 32][XQ_WORDS]
+    u8* const ring_base = (u8*)xs_dyn;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int n_groups = (rows + R - 1) / R;
+    const int nchunks = cols >> 5;
+    const int gw = blockIdx.x * 4 + warp, nw = gridDim.x * 4;
+    const int n_items = gw < n_groups ? (n_groups - gw + nw - 1) / nw : 0;
+    const u8* Wm = W;
+    const float* xp = x;
+    float* yp = y;
+    const float* bp = bias;
+    const u32* xsrc = xq;
+    int p = blockIdx.y;
+    if (W2 != nullptr && p >= pairs) {  // the second matrix of a fused pair of products
+        p -= pairs;
+        Wm = W2;
+        yp = y2;
+        bp = bias2;
+    }
+    if (expert_ids != nullptr) {
+        pdl_wait();  // the expert ids come from the routing kernel before this one
+        const int e = expert_ids[p];
+        Wm += (long long)e * expert_stride;
+        if (bp != nullptr) bp += (long long)e * rows;
+        xp = x + (long long)(p / x_div) * x_stride;
+        if (xsrc != nullptr) xsrc += (long long)(p / x_div) * (x_stride / 32) * XQ_WORDS;
+        yp += (long long)p * y_stride;
+    }
+    // 32-bit byte offsets inside the matrix (the wrapper checks it is under 4 GiB)
+    const u32 rb = (u32)row_bytes, gbytes = (u32)R * rb, total = (u32)rows * rb;
+    const u32 wlo = (u32)(size_t)Wm & 15u;
+    u8* const my_ring = ring_base + warp * S * slot_bytes;
+    const u32 ring = smem_u32(my_ring);
+    int iss_g = gw;
+    // BULK: one bulk copy per item by lane 0, completing on the slot's mbarrier
+    __shared__ __align__(8) unsigned long long bars[BULK ? 4 : 1][BULK ? S : 1];
+    const u32 bar0 = smem_u32(&bars[BULK ? warp : 0][0]);
+    if (BULK) {
+        if (lane == 0) {
+#pragma unroll
+            for (int s = 0; s < S; ++s) mbar_init(bar0 + 8u * s, 1u);
+            fence_mbar_init();
+        }
+        __syncwarp();
+    }
+    // the group's bytes (the last group's valid rows only) from their 16-byte-aligned floor
+    // into slot item % S; without BULK one cp.async commit group per item, empty past the end
+    auto issue = [&](int item) {
+        if (item < n_items) {
+            const u32 off = (u32)iss_g * gbytes;
+            const u32 mis = (wlo + off) & 15u;
+            const int nvec = (int)((mis + min(gbytes, total - off) + 15u) >> 4);
+            const uint4* a = (const uint4*)(Wm + (off - mis));
+            const u32 dst = ring + (u32)((item % S) * slot_bytes);
+            if (BULK) {
+                if (lane == 0) {
+                    const u32 bar = bar0 + 8u * (u32)(item % S);
+                    fence_proxy_async();
+                    mbar_expect_tx(bar, 16u * (u32)nvec);
+                    cp_bulk(dst, a, 16u * (u32)nvec, bar);
+                }
+            } else {
+#pragma unroll 4
+                for (int i = lane; i < nvec; i += 32) cp_async16(dst + 16u * (u32)i, a + i);
+            }
+            iss_g += nw;
+        }
+        if (!BULK) cp_async_commit();
+    };
+#pragma unroll
+    for (int s = 0; s < S - 1; ++s) issue(s);
+    // the weights are constant: their first copies may run ahead of the kernel before this
+    // one (programmatic launch); x, bias and y may not
+    if (expert_ids == nullptr) pdl_wait();
+    if (xsrc == nullptr) {
+        u32* xs = (u32*)(ring_base + 4 * S * slot_bytes);
+        const bool out_block = xq_out != nullptr && blockIdx.x == 0 && blockIdx.y == 0;
+        quantize_x_q8_1<QT, 1>(xp, cols, cols, xs, warp, 4, 1, out_block);
+        __syncthreads();
+        if (out_block)
+            for (int i = threadIdx.x; i < nchunks * XQ_WORDS; i += blockDim.x) xq_out[i] = xs[i];
+        xsrc = xs;
+    }
+    if (n_items == 0) return;  // no block-wide barrier below
+    const u32 tab = mxfp4_tab<QT>();
+    XQ8 xk[NCH];
+#pragma unroll
+    for (int k = 0; k < NCH; ++k) {
+        if (lane + 32 * k < nchunks) {
+            load_xq8(xsrc, lane + 32 * k, xk[k]);
+            prep_xq8<QT>(xk[k], tab);
+        }
+    }
+    int cur_g = gw;
+    for (int it = 0; it < n_items; ++it) {
+        if (it == n_items - 1) pdl_trigger();  // see qmatvec_q8
+        issue(it + S - 1);
+        if (BULK) {
+            mbar_wait(bar0 + 8u * (u32)(it % S), (u32)(it / S) & 1u);
+        } else {
+            cp_async_wait<S - 1>();  // this lane's copies of item it have landed
+            __syncwarp();            // ... and every other lane's
+        }
+        // rows past the matrix's end (last group) read stale bytes of the slot, never stored
+        const u8* g0 = my_ring + (it % S) * slot_bytes + ((wlo + (u32)cur_g * gbytes) & 15u);
+        float acc[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r] = 0.f;
+#pragma unroll
+        for (int k = 0; k < NCH; ++k) {
+            const int c = lane + 32 * k;
+            if (c < nchunks) {
+                if constexpr (QT == QT_MXFP4) {  // see dot_mxfp4_smem
+                    const u32 s = ring + (u32)((it % S) * slot_bytes)
+                                + ((wlo + (u32)cur_g * gbytes) & 15u) + 17u * (u32)c + 1u;
+#pragma unroll
+                    for (int r = 0; r < R; ++r) acc[r] += dot_mxfp4_smem(s + (u32)r * rb, xk[k]);
+                } else {
+#pragma unroll
+                    for (int r = 0; r < R; ++r)
+                        acc[r] += dot_q8<QT>(chunk_base<QT>(g0 + r * rb, c), c, xk[k]);
+                }
+            }
+        }
+        __syncwarp();  // all lanes are done with slot it % S before it is refilled
+        constexpr int RR = ReducedRows<R>::value;
+        const int rr = reduced_row<RR>(lane);
+#pragma unroll
+        for (int h = 0; h < R / RR; ++h) {
+            const float t = reduce_rows<RR>(acc + h * RR, lane);
+            const int row = cur_g * R + h * RR + rr;
+            if (holds_row<RR>(lane) && row < rows) yp[row] = t + (bp != nullptr ? bp[row] : 0.f);
+        }
+        cur_g += nw;
     }
 }
 

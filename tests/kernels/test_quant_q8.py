@@ -186,6 +186,56 @@ def test_backend_block_types_match_the_kernels() -> None:
     assert BLOCK_QTYPES == frozenset(cuda_modules.BLOCK_QTYPE_IDS)
 
 
+def test_row_group_kernel_policy(monkeypatch) -> None:
+    """qmatvec_q8_rows serves batch 1 on tall matrices of at most 3072 columns and every
+    expert product, with each type's default variant; forcing it where it cannot run is a
+    typed error, not a launch."""
+    monkeypatch.setattr(quant, "smem_optin", lambda: 227 * 1024)
+    tall = _weight(GGMLType.Q5_0, 4864, 896)
+    r, st, bulk = quant._rows_variant(tall, None, None)
+    assert (r, st, bulk) == quant.Q8_ROWS_DEFAULT == (4, 2, True)
+    assert (r, 3, st) in cuda_modules.Q8_ROWS_BULK_VARIANTS
+    assert quant._rows_variant(_weight(GGMLType.Q8_0, 8, 896), None, None) == (8, 2, False)
+    assert quant._rows_variant(tall, 2, None) == (2, 2, True)  # overrides
+    monkeypatch.setattr(quant, "Q8_ROWS_BULK", False)
+    assert quant._rows_variant(tall, None, None) == (4, 2, False)
+    monkeypatch.setattr(quant, "Q8_ROWS_BULK", None)
+    assert quant._use_rows(tall, 1, 4, 2, True, 1, False, None)
+    assert not quant._use_rows(tall, 1, 4, 2, True, 1, False, False)
+    assert not quant._use_rows(_weight(GGMLType.Q5_0, 896, 896), 1, 4, 2, True, 1, False, None)
+    assert not quant._use_rows(tall, 2, 4, 2, True, 1, False, None)  # batches: segment walk
+    assert not quant._use_rows(tall, 1, 8, 2, True, 1, False, None)  # not compiled with bulk
+    assert quant._use_rows(tall, 1, 8, 2, False, 1, False, None)
+    wide = _weight(GGMLType.Q4_K, 4864, 4864)
+    assert not quant._use_rows(wide, 1, 4, 2, True, 1, False, None)
+    with pytest.raises(KernelError, match="at most 3072 columns"):
+        quant._use_rows(wide, 1, 4, 2, True, 1, False, True)
+    with pytest.raises(KernelError, match="one vector"):
+        quant._use_rows(tall, 2, 4, 2, True, 1, False, True)
+    with pytest.raises(KernelError, match="8 rows per group and 3 stages"):
+        quant._use_rows(tall, 1, 8, 3, False, 1, False, True)
+    experts = quant.QuantWeight(np.zeros((4, 2880, row_bytes(GGMLType.MXFP4, 2880)), np.uint8),
+                                GGMLType.MXFP4, 2880, 2880)
+    assert quant._use_rows(experts, 1, 4, 2, True, 1, False, None)
+    monkeypatch.setattr(quant, "smem_optin", lambda: 48 * 1024)  # 4 x 1530 B x 2 x 4 > 48 KiB
+    assert not quant._use_rows(experts, 1, 4, 2, True, 1, False, None)
+    with pytest.raises(KernelError, match="fits one block's shared memory"):
+        quant._use_rows(experts, 1, 4, 2, True, 1, False, True)
+
+
+@pytest.mark.parametrize("qt", BLOCK_TYPES, ids=lambda t: t.name)
+def test_row_group_slot_holds_a_misaligned_group(qt: GGMLType) -> None:
+    """A slot holds r rows copied from up to 15 bytes before the group's first byte, rounded
+    up to whole 16-byte vectors, and a spare vector for ld_words' read past a chunk."""
+    cols = 3072 if qt in (GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K) else 2880
+    w = _weight(qt, 8, cols)
+    for r, _, _ in cuda_modules.Q8_ROWS_VARIANTS:
+        slot = quant.q8_rows_slot(w, r)
+        assert slot % 16 == 0
+        for mis in range(16):
+            assert 16 * -(-(mis + r * w.row_bytes) // 16) + 16 <= slot
+
+
 # --------------------------------------------------------------------------- on a GPU
 
 
@@ -357,7 +407,7 @@ def test_programmatic_launches_keep_every_dependency(cp) -> None:
 def test_grid_cap_changes_no_result(cp) -> None:
     """Capping the int8 grid at the resident blocks moves row groups between warps but not
     the order of any row's sum: the capped and uncapped grids agree bit for bit (dense
-    products and the fused MoE gate/up of gpt-oss's shapes)."""
+    products and the fused MoE gate/up of gpt-oss's shapes, segment and row-group kernels)."""
     rng = np.random.default_rng(12)
     n_exp, k, rows, cols = 8, 4, 2880, 2880
     stacks = [quant.QuantWeight(cp.asarray(random_blocks(GGMLType.MXFP4, (n_exp, rows, cols),
@@ -381,11 +431,12 @@ def test_grid_cap_changes_no_result(cp) -> None:
         quant.OCCUPANCY_CAP = capped
         try:
             g = cp.empty((1, k, rows), cp.float32)
-            u = cp.empty_like(g)
-            quant.expert_gate_up(g, u, xd, stacks[0], stacks[1], ids)
+            u, g2, u2 = cp.empty_like(g), cp.empty_like(g), cp.empty_like(g)
+            quant.expert_gate_up(g, u, xd, stacks[0], stacks[1], ids, row_groups=False)
+            quant.expert_gate_up(g2, u2, xd, stacks[0], stacks[1], ids)  # row-group kernel
             v = cp.empty((1, 32064), cp.float32)
             quant.matvec(v, xv, dense)
-            outs.append((g.get(), u.get(), v.get()))
+            outs.append((g.get(), u.get(), g2.get(), u2.get(), v.get()))
         finally:
             quant.OCCUPANCY_CAP = True
     assert all(np.array_equal(a, b) for a, b in zip(*outs, strict=True))
@@ -401,3 +452,80 @@ def test_expert_variants_are_compiled_for_their_type() -> None:
         assert quant._q8_stage_bytes(w, r, st) + quant.q8_words(w.cols) * 4 <= 48 * 1024
     assert quant._expert_variant(_weight(GGMLType.MXFP4, 4, 2880))[0] == 8
     assert (8, 1, 2, 1) not in cuda_modules.q8_variants(int(GGMLType.Q8_0))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("qt", BLOCK_TYPES, ids=lambda t: t.name)
+def test_row_group_kernel_equals_segment_kernel(cp, qt: GGMLType, monkeypatch) -> None:
+    """qmatvec_q8_rows writes the segment kernel's bits (each lane adds its chunks in the same
+    order, each row is reduced by the same butterfly) for every variant, with a partial last
+    group (1003 rows), rows that are not 16-byte multiples (misaligned groups), x rounded in
+    the kernel, read from x_q8, or rounded and stored to x_q8_out (the words of
+    quantize_activations); and it matches the NumPy twin."""
+    rng = np.random.default_rng(12)
+    rows = 1003
+    cols = 2816 if qt in (GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K) else 2880
+    raw = random_blocks(qt, (rows, cols), rng)
+    w = quant.QuantWeight(cp.asarray(raw), qt, rows, cols)
+    bias = rng.normal(0, 0.1, rows).astype(np.float32)
+    x = rng.normal(0, 1, (1, cols)).astype(np.float32)
+    x[0, 64:96] = 0.0
+    xd, bd = cp.asarray(x), cp.asarray(bias)
+    seg = cp.empty((1, rows), cp.float32)
+    quant.matvec(seg, xd, w, bd, rows_per_warp=1, row_groups=False)
+    ref = ops.matmul(ops.round_activations(x, "q8_1"), ops.dequantize(raw, int(qt), (rows, cols)),
+                     bias).astype(np.float64)
+    got = seg.get().astype(np.float64)
+    assert np.sum((got - ref) ** 2) / np.sum(ref**2) <= 1e-10
+    xq = quant.quantize_activations(cp.empty((1, quant.q8_words(cols)), cp.uint32), xd)
+    variants = [(r, st, False) for r, _, st in cuda_modules.Q8_ROWS_VARIANTS]
+    variants += [(r, st, True) for r, _, st in cuda_modules.Q8_ROWS_BULK_VARIANTS]
+    for r, st, bulk in variants:
+        monkeypatch.setattr(quant, "Q8_ROWS_BULK", bulk)
+        for mode in ("inline", "x_q8", "x_q8_out"):
+            out = cp.full((1, rows), np.nan, cp.float32)
+            stored = quant.Q8Activations(cp.full((1, quant.q8_words(cols)), 0xDEADBEEF,
+                                                 cp.uint32), 1, cols)
+            quant.matvec(out, xd, w, bd, rows_per_warp=r, stages=st, row_groups=True,
+                         x_q8=xq if mode == "x_q8" else None,
+                         x_q8_out=stored if mode == "x_q8_out" else None)
+            assert np.array_equal(out.get(), seg.get()), (r, st, bulk, mode)
+            if mode == "x_q8_out":
+                assert np.array_equal(stored.data.get(), xq.data.get())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("qt", [GGMLType.MXFP4, GGMLType.Q8_0], ids=lambda t: t.name)
+def test_row_group_expert_products_equal_segment_kernel(cp, qt: GGMLType) -> None:
+    """The expert products on qmatvec_q8_rows (the default) equal the segment kernel bit for
+    bit: expert_matvec with x per token and per slot, expert_gate_up, with biases, x rounded
+    in the kernel or shared, 3 tokens of 4 slots."""
+    rng = np.random.default_rng(13)
+    n_exp, k, rows, cols, t = 8, 4, 576, 2880, 3
+    stacks = [quant.QuantWeight(cp.asarray(random_blocks(qt, (n_exp, rows, cols), rng)), qt,
+                                rows, cols) for _ in range(2)]
+    biases = [cp.asarray(rng.normal(0, 0.1, (n_exp, rows)).astype(np.float32)) for _ in range(2)]
+    ids = cp.asarray(np.stack([rng.permutation(n_exp)[:k] for _ in range(t)]).astype(np.int32))
+    xd = cp.asarray(rng.normal(0, 1, (t, cols)).astype(np.float32))
+    xs = cp.asarray(rng.normal(0, 1, (t, k, cols)).astype(np.float32))
+    xq = quant.quantize_activations(cp.empty((t, quant.q8_words(cols)), cp.uint32), xd)
+    xsq = quant.quantize_activations(cp.empty((t * k, quant.q8_words(cols)), cp.uint32),
+                                     xs.reshape(t * k, cols))
+
+    def products(x_q8, xs_q8, rg: bool) -> list[np.ndarray]:
+        g, u, d = (cp.full((t, k, rows), np.nan, cp.float32) for _ in range(3))
+        g2, u2 = cp.full_like(g, np.nan), cp.full_like(u, np.nan)
+        quant.expert_matvec(g, xd, stacks[0], ids, x_per_slot=False, bias=biases[0], x_q8=x_q8,
+                            row_groups=rg)
+        quant.expert_matvec(d, xs, stacks[1], ids, x_per_slot=True, bias=biases[1], x_q8=xs_q8,
+                            row_groups=rg)
+        quant.expert_gate_up(g2, u2, xd, stacks[0], stacks[1], ids, gate_bias=biases[0],
+                             up_bias=biases[1], x_q8=x_q8, row_groups=rg)
+        return [a.get() for a in (g, d, g2, u2)]
+
+    for x_q8, xs_q8 in ((None, None), (xq, xsq)):
+        want = products(x_q8, xs_q8, False)
+        got = products(x_q8, xs_q8, True)
+        assert not any(np.isnan(a).any() for a in want)
+        for a, b in zip(got, want, strict=True):
+            assert np.array_equal(a, b)
