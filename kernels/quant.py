@@ -306,13 +306,17 @@ def _q8_blocks(groups: int, cap: int, ks: int) -> int:
 # most Q8_ROWS_MAX_CHUNKS chunks and the ring fits the block's shared memory
 Q8_ROWS_MIN_ROWS = 4096
 # (rows per group, ring stages, bulk copies) of qmatvec_q8_rows: each item staged by one bulk
-# (TMA) copy from lane 0, 4 rows, 2 stages; Q8_0 (the cheapest decode) 8 rows through every
-# lane's cp.async. Interleaved A/B on an H200 (scripts/kernel_ab.py, docs/kernels.md): gpt-oss
-# expert gate+up at T = 1 14.2 us (segment kernel 15.1), MXFP4 201088x2880 85.7 us (107.2),
-# Q6_K 151936x1536 57.4 (68.0); Q8_0 151936x896 37.4 us with 8 rows and cp.async (bulk, 4
-# rows: 39.1; segment: 39.9)
+# (TMA) copy from lane 0, 4 rows, 2 stages; tall Q8_0 matrices (the cheapest decode) 8 rows
+# through every lane's cp.async. Interleaved A/B on an H200 (scripts/kernel_ab.py,
+# docs/kernels.md): gpt-oss expert gate+up at T = 1 14.5 us (segment kernel 15.5), MXFP4
+# 201088x2880 86.5 us (107.5), Q6_K 151936x1536 58.2 (71.6); Q8_0 151936x896 37.3 us with 8
+# rows and cp.async (bulk, 4 rows: 39.1; segment: 40.1), but 4096x2880 Q8_0 6.9 us that way
+# against 6.4 with the default
 Q8_ROWS_DEFAULT = (4, 2, True)
-Q8_ROWS_BY_TYPE: dict[GGMLType, tuple[int, int, bool]] = {GGMLType.Q8_0: (8, 2, False)}
+# type -> (from this many rows, variant)
+Q8_ROWS_BY_TYPE: dict[GGMLType, tuple[int, tuple[int, int, bool]]] = {
+    GGMLType.Q8_0: (16384, (8, 2, False)),
+}
 # None: the table above decides bulk copies; True / False forces them (benchmarks)
 Q8_ROWS_BULK: bool | None = None
 
@@ -346,7 +350,8 @@ def _smem_optin(device: int) -> int:
 def _rows_variant(w: QuantWeight, rows_per_warp: int | None,
                   stages: int | None) -> tuple[int, int, bool]:
     """(rows per group, stages, bulk copies) of qmatvec_q8_rows for w, with overrides."""
-    r, st, bulk = Q8_ROWS_BY_TYPE.get(w.qtype, Q8_ROWS_DEFAULT)
+    min_rows, variant = Q8_ROWS_BY_TYPE.get(w.qtype, (0, Q8_ROWS_DEFAULT))
+    r, st, bulk = variant if w.rows >= min_rows else Q8_ROWS_DEFAULT
     return rows_per_warp or r, stages or st, bulk if Q8_ROWS_BULK is None else Q8_ROWS_BULK
 
 

@@ -195,7 +195,8 @@ def test_row_group_kernel_policy(monkeypatch) -> None:
     r, st, bulk = quant._rows_variant(tall, None, None)
     assert (r, st, bulk) == quant.Q8_ROWS_DEFAULT == (4, 2, True)
     assert (r, 3, st) in cuda_modules.Q8_ROWS_BULK_VARIANTS
-    assert quant._rows_variant(_weight(GGMLType.Q8_0, 8, 896), None, None) == (8, 2, False)
+    assert quant._rows_variant(_weight(GGMLType.Q8_0, 151936, 896), None, None) == (8, 2, False)
+    assert quant._rows_variant(_weight(GGMLType.Q8_0, 4096, 2880), None, None) == (4, 2, True)
     assert quant._rows_variant(tall, 2, None) == (2, 2, True)  # overrides
     monkeypatch.setattr(quant, "Q8_ROWS_BULK", False)
     assert quant._rows_variant(tall, None, None) == (4, 2, False)
