@@ -126,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
                "row groups R=8 S=2": {"row_groups": True, "rows_per_warp": 8, "bulk": False},
                "bulk copies R=2 S=2": {"row_groups": True, "rows_per_warp": 2, "bulk": True},
                "bulk copies R=4 S=2": {"row_groups": True, "rows_per_warp": 4, "bulk": True}}
-    expert_kernels = kernels
     if "vocab" in groups:
         for qt, rows, cols, label in (
                 (GGMLType.Q8_0, 151936, 896, "qwen0.5b vocab"),
@@ -198,19 +197,16 @@ def main(argv: list[str] | None = None) -> int:
                 quant.expert_matvec(y, act, wd, ids, x_per_slot=True, stream=stream, x_q8=b,
                                     **kw)
 
-            if "experts" in groups:
-                variants = {"default": lambda: gate_up({})}
-                variants.update({kk: (lambda kw=kw: bulk_toggled(quant, gate_up, kw))
-                                 for kk, kw in expert_kernels.items()})
-                interleaved(cp, stream, variants, distinct * 2 * wg.matrix_bytes, peak,
-                            f"MXFP4 expert gate+up, T={t_tok} (~{distinct:.0f} experts)",
-                            args.rounds)
-            if "ffn" in groups:
-                variants = {"default": lambda: ffn({})}
-                variants.update({kk: (lambda kw=kw: bulk_toggled(quant, ffn, kw))
-                                 for kk, kw in expert_kernels.items()})
-                interleaved(cp, stream, variants, distinct * 3 * wg.matrix_bytes, peak,
-                            f"MXFP4 expert FFN (2 roundings, gate+up, down), T={t_tok}",
+            for group, fn, mats, title in (
+                    ("experts", gate_up, 2, f"MXFP4 expert gate+up, T={t_tok} "
+                                            f"(~{distinct:.0f} experts)"),
+                    ("ffn", ffn, 3, f"MXFP4 expert FFN (2 roundings, gate+up, down), T={t_tok}")):
+                if group not in groups:
+                    continue
+                variants = {"default": lambda fn=fn: fn({})}
+                variants.update({kk: (lambda kw=kw, fn=fn: bulk_toggled(quant, fn, kw))
+                                 for kk, kw in kernels.items()})
+                interleaved(cp, stream, variants, distinct * mats * wg.matrix_bytes, peak, title,
                             args.rounds)
     say(f"\nwall {time.perf_counter() - t0:.1f} s")
     if args.out:

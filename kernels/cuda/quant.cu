@@ -324,6 +324,40 @@ __device__ __forceinline__ float reduce_rows(const float* v, int lane) {
     return k;
 }
 
+// What grid.y slice blockIdx.y of an int8 product reads and writes: the second matrix of a
+// fused pair (W2 != nullptr: slices from `pairs` on read W2, bias2, write y2), and with MoE
+// indirection the expert of (token, slot) pair p, its input row p / x_div and output row p.
+struct Product {
+    const u8* W;
+    const float* x;
+    float* y;
+    const float* bias;
+    int p;
+    long long x_row;  // the input vector's index (0 without experts)
+};
+__device__ __forceinline__ Product product_of(
+    const u8* W, const float* x, float* y, const float* bias, int rows,
+    const int* __restrict__ expert_ids, long long expert_stride, int x_div, long long x_stride,
+    long long y_stride, const u8* W2, const float* bias2, float* y2, int pairs) {
+    Product pr{W, x, y, bias, (int)blockIdx.y, 0};
+    if (W2 != nullptr && pr.p >= pairs) {
+        pr.p -= pairs;
+        pr.W = W2;
+        pr.y = y2;
+        pr.bias = bias2;
+    }
+    if (expert_ids != nullptr) {
+        pdl_wait();  // the expert ids come from the routing kernel before this one
+        const int e = expert_ids[pr.p];
+        pr.W += (long long)e * expert_stride;
+        if (pr.bias != nullptr) pr.bias += (long long)e * rows;
+        pr.x_row = pr.p / x_div;
+        pr.x = x + pr.x_row * x_stride;
+        pr.y += (long long)pr.p * y_stride;
+    }
+    return pr;
+}
+
 // reduce_rows<RR> over R = 8 rows runs twice, on rows 0-3 and 4-7
 template <int R> struct ReducedRows { enum { value = R > 4 ? 4 : R }; };
 // the row (of RR) whose total reduce_rows<RR> leaves in this lane, and whether the lane is
@@ -364,25 +398,13 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
     const int seg0 = KS == 1 ? 0 : warp;
     const int my_groups = gw < n_groups ? (n_groups - gw + nw - 1) / nw : 0;
     const int n_items = my_groups * spg;
-    const u8* Wm = W;
-    const float* xp = x;
-    float* yp = y;
-    const float* bp = bias;
-    int p = blockIdx.y;
-    if (W2 != nullptr && p >= pairs) {  // the second matrix of a fused pair of products
-        p -= pairs;
-        Wm = W2;
-        yp = y2;
-        bp = bias2;
-    }
-    if (expert_ids != nullptr) {
-        pdl_wait();  // the expert ids come from the routing kernel before this one
-        const int e = expert_ids[p];
-        Wm += (long long)e * expert_stride;
-        if (bp != nullptr) bp += (long long)e * rows;
-        xp = x + (long long)(p / x_div) * x_stride;
-        yp += (long long)p * y_stride;
-    }
+    const Product pr = product_of(W, x, y, bias, rows, expert_ids, expert_stride, x_div,
+                                  x_stride, y_stride, W2, bias2, y2, pairs);
+    const u8* Wm = pr.W;
+    const float* xp = pr.x;
+    float* yp = pr.y;
+    const float* bp = pr.bias;
+    const int p = pr.p;
     // (row group, segment) of the next item to issue and of the item being computed, advanced
     // incrementally: a division by nseg per item cost more than the dot products of a chunk
     int iss_g = gw, iss_seg = seg0, cur_g = gw, cur_seg = seg0;
@@ -593,27 +615,13 @@ __global__ void __launch_bounds__(128) qmatvec_q8_rows(
     const int nchunks = cols >> 5;
     const int gw = blockIdx.x * 4 + warp, nw = gridDim.x * 4;
     const int n_items = gw < n_groups ? (n_groups - gw + nw - 1) / nw : 0;
-    const u8* Wm = W;
-    const float* xp = x;
-    float* yp = y;
-    const float* bp = bias;
-    const u32* xsrc = xq;
-    int p = blockIdx.y;
-    if (W2 != nullptr && p >= pairs) {  // the second matrix of a fused pair of products
-        p -= pairs;
-        Wm = W2;
-        yp = y2;
-        bp = bias2;
-    }
-    if (expert_ids != nullptr) {
-        pdl_wait();  // the expert ids come from the routing kernel before this one
-        const int e = expert_ids[p];
-        Wm += (long long)e * expert_stride;
-        if (bp != nullptr) bp += (long long)e * rows;
-        xp = x + (long long)(p / x_div) * x_stride;
-        if (xsrc != nullptr) xsrc += (long long)(p / x_div) * (x_stride / 32) * XQ_WORDS;
-        yp += (long long)p * y_stride;
-    }
+    const Product pr = product_of(W, x, y, bias, rows, expert_ids, expert_stride, x_div,
+                                  x_stride, y_stride, W2, bias2, y2, pairs);
+    const u8* Wm = pr.W;
+    const float* xp = pr.x;
+    float* yp = pr.y;
+    const float* bp = pr.bias;
+    const u32* xsrc = xq != nullptr ? xq + pr.x_row * (x_stride / 32) * XQ_WORDS : nullptr;
     // 32-bit byte offsets inside the matrix (the wrapper checks it is under 4 GiB)
     const u32 rb = (u32)row_bytes, gbytes = (u32)R * rb, total = (u32)rows * rb;
     const u32 wlo = (u32)(size_t)Wm & 15u;
