@@ -106,7 +106,7 @@ def copy_peak(cp, stream) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--only", default="vocab,experts,ffn")
+    ap.add_argument("--only", default="vocab,experts,down,ffn")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     import cupy as cp
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{qt.name} {rows}x{cols} {label}, shared x", args.rounds,
                         launches=max(64, len(ws)))
             del ws, w0
-    if "experts" in groups or "ffn" in groups:
+    if groups & {"experts", "down", "ffn"}:
         n_exp, k, d = 32, 4, 2880
         st = [quant.QuantWeight(cp.asarray(random_blocks(GGMLType.MXFP4, (n_exp, d, d), rng)),
                                 GGMLType.MXFP4, d, d) for _ in range(3)]
@@ -188,6 +188,14 @@ def main(argv: list[str] | None = None) -> int:
                 turn[0] += 1
                 quant.expert_gate_up(g, u, x, wg, wu, ids, stream=stream, x_q8=qa, **kw)
 
+            qd = quant.quantize_activations(aq, act.reshape(t_tok * k, d), stream=stream)
+
+            def down(kw) -> None:
+                ids = sets[turn[0] % 8][0]
+                turn[0] += 1
+                quant.expert_matvec(y, act, wd, ids, x_per_slot=True, stream=stream, x_q8=qd,
+                                    **kw)
+
             def ffn(kw) -> None:
                 ids = sets[turn[0] % 8][0]
                 turn[0] += 1
@@ -200,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             for group, fn, mats, title in (
                     ("experts", gate_up, 2, f"MXFP4 expert gate+up, T={t_tok} "
                                             f"(~{distinct:.0f} experts)"),
+                    ("down", down, 1, f"MXFP4 expert down (x per slot), T={t_tok}"),
                     ("ffn", ffn, 3, f"MXFP4 expert FFN (2 roundings, gate+up, down), T={t_tok}")):
                 if group not in groups:
                     continue
