@@ -384,9 +384,20 @@ def _rows_fn(expr: str, qtype: int, smem: int) -> Any:
     """The kernel, allowed ``smem`` bytes of dynamic shared memory (above the 48 KiB default
     a kernel must opt in before it is launched or its occupancy queried)."""
     fn = _fn(expr, qtype)
-    if smem > 48 * 1024 and fn.max_dynamic_shared_size_bytes < smem:
-        fn.max_dynamic_shared_size_bytes = smem
+    if smem > 48 * 1024:
+        import cupy
+
+        _opt_in(int(cupy.cuda.Device().id), expr, int(qtype), smem)
     return fn
+
+
+@functools.cache
+def _opt_in(device: int, expr: str, qtype: int, smem: int) -> None:
+    """Raise the kernel's dynamic shared memory limit on ``device`` (the current one) once:
+    an attribute read or write is a driver call, not something for every launch."""
+    fn = _fn(expr, qtype)
+    if fn.max_dynamic_shared_size_bytes < smem:
+        fn.max_dynamic_shared_size_bytes = smem
 
 
 def _q8_launch(out: Any, x: Any, w: QuantWeight, bias: Any, stream: Any, *, nb: int = 1,

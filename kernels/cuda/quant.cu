@@ -382,7 +382,9 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
     constexpr int SEG_PAD = SegPadQ8<QT>::value;
     constexpr int VPL = (SEG_PAD / 16 + 31) / 32;
     __shared__ __align__(16) u8 stage[4][S][R][SEG_PAD];
-    extern __shared__ float xs_dyn[];  // [NB][cols / 32][XQ_WORDS] words (one extern name per module)
+    // [NB][cols / 32][XQ_WORDS] words (one extern name per module, 16-byte aligned for the
+    // row-group kernel's copies)
+    extern __shared__ __align__(16) float xs_dyn[];
     u32* xs = (u32*)xs_dyn;
     static_assert(KS == 1 || KS == 4, "a row group is one warp's or the whole block's");
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -608,7 +610,8 @@ __global__ void __launch_bounds__(128) qmatvec_q8_rows(
     const u8* __restrict__ W2, const float* __restrict__ bias2, float* __restrict__ y2,
     int pairs, int slot_bytes) {
     static_assert(SegBytes<QT>::value > 0, "block types only");
-    extern __shared__ float xs_dyn[];  // [4][S][slot_bytes] ring, then [cols / 32][XQ_WORDS]
+    // [4][S][slot_bytes] ring (16-byte copies), then [cols / 32][XQ_WORDS]
+    extern __shared__ __align__(16) float xs_dyn[];
     u8* const ring_base = (u8*)xs_dyn;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int n_groups = (rows + R - 1) / R;
