@@ -559,20 +559,42 @@ class GpuBackend:
         gate, up = self._contig(gate), self._contig(up)
         return gate, up, self._empty(tuple(gate.shape))
 
+    def _rounded_swiglu(self, gate: Any, up: Any, **kw: Any) -> Any | None:
+        """At decode (up to Q8_MAX_BATCH rows of whole q8_1 chunks, each row contiguous) the
+        activation is computed together with its q8_1 rounding (``quant.swiglu_rounded``),
+        recorded for the next int8 product of it (the down projection reads it instead of
+        launching a quantize), the halves of a fused gate/up output read in place; None
+        where that does not apply."""
+        from orcd_toolkit.kernels import quant
+
+        n, cols = gate.shape
+        if not (0 < n <= quant.Q8_MAX_BATCH and cols % 32 == 0 and tuple(up.shape) == (n, cols)
+                and all(a.dtype == np.float32 and a.strides[1] == 4
+                        and (n == 1 or (a.strides[0] % 4 == 0 and a.strides[0] >= 4 * cols))
+                        for a in (gate, up))):
+            return None
+        out = self._empty((n, cols))
+        quant.swiglu_rounded(out, gate, up, self._q8.claim(out).data, stream=self.stream, **kw)
+        return out
+
     @_guard("run")
     def swiglu(self, gate: Any, up: Any) -> Any:
         from orcd_toolkit.kernels import activations
 
-        gate, up, out = self._pair(gate, up)
-        activations.swiglu(out, gate, up, stream=self.stream)
+        out = self._rounded_swiglu(gate, up)
+        if out is None:
+            gate, up, out = self._pair(gate, up)
+            activations.swiglu(out, gate, up, stream=self.stream)
         return out
 
     @_guard("run")
     def swiglu_oai(self, gate: Any, up: Any, alpha: float, limit: float) -> Any:
         from orcd_toolkit.kernels import activations
 
-        gate, up, out = self._pair(gate, up)
-        activations.swiglu_oai(out, gate, up, alpha, limit, stream=self.stream)
+        out = self._rounded_swiglu(gate, up, oai=True, alpha=alpha, limit=limit)
+        if out is None:
+            gate, up, out = self._pair(gate, up)
+            activations.swiglu_oai(out, gate, up, alpha, limit, stream=self.stream)
         return out
 
     @_guard("run")
@@ -618,13 +640,21 @@ class GpuBackend:
                                 stream=self.stream, x_q8=xq)
         act = self._empty((t, k, gate_w.rows))
         g2, u2, a2 = (a.reshape(t * k, gate_w.rows) for a in (g, u, act))
-        if activation == "swiglu_oai":
+        oai = activation == "swiglu_oai"
+        down_q = None
+        if plan != "default" and a2.shape[1] % 32 == 0:
+            # the activation and its rounding for the down products in one launch
+            down_q = quant.swiglu_rounded(a2, g2, u2, self._q8.claim(a2).data, oai=oai,
+                                          alpha=SWIGLU_OAI_ALPHA, limit=SWIGLU_OAI_LIMIT,
+                                          stream=self.stream)
+        elif oai:
             activations.swiglu_oai(a2, g2, u2, SWIGLU_OAI_ALPHA, SWIGLU_OAI_LIMIT,
                                    stream=self.stream)
         else:
             activations.swiglu(a2, g2, u2, stream=self.stream)
         y = self._empty((t, k, down_w.rows))
-        down_q = self._q8.rounded(a2, stream=self.stream) if plan != "default" else None
+        if plan != "default" and down_q is None:
+            down_q = self._q8.rounded(a2, stream=self.stream)
         quant.expert_matvec(y, act, down_w, ids, x_per_slot=True, bias=down_b,
                             stream=self.stream, x_q8=down_q)
         moe.combine(out, y, weights, stream=self.stream)

@@ -84,7 +84,7 @@ def name_expressions(name: str, qtype: int | None = None) -> list[str]:
                 for r, nch, st in Q8_ROWS_BULK_VARIANTS]
         out += [f"qmatmul_mma<{q}>" for q in qts]
         out += [f"dequant_rows<{q}>" for q in qts]
-        out += ["empty_kernel", "quantize_q8_1"]
+        out += ["empty_kernel", "quantize_q8_1", "swiglu_q8_1<0>", "swiglu_q8_1<1>"]
         return out
     if name == "attention":
         out = [f"attention_flash<{d},{ATTN_ITEMS_PER_WARP}>" for d in HEAD_DIMS]

@@ -281,6 +281,37 @@ def quantize_activations(xq: Any, x: Any, *, stream: Any = None) -> Q8Activation
     return Q8Activations(xq, n, cols)
 
 
+def swiglu_rounded(act: Any, gate: Any, up: Any, xq: Any, *, oai: bool = False,
+                   alpha: float = 1.0, limit: float = 0.0, stream: Any = None) -> Q8Activations:
+    """``act = swiglu(gate, up)`` (``oai``: gpt-oss's clamped form with ``alpha`` and
+    ``limit``), computed as ``kernels.activations`` does, and act rounded to q8_1 into ``xq``
+    [n, q8_words(cols)] exactly as :func:`quantize_activations` would, in one launch: the
+    down projection then reads the rounding (``x_q8``, or through :class:`SharedActivations`)
+    with no quantize launch between the activation and the product. gate, up: float32 [n,
+    cols] with contiguous rows (the two halves of a fused gate/up output are read in place);
+    act: float32 [n, cols], C-contiguous."""
+    check(gate, "gate", np.float32, (None, None), contiguous=False)
+    n, cols = gate.shape
+    check(up, "up", np.float32, (n, cols), contiguous=False)
+    check(act, "act", np.float32, (n, cols))
+    lds = []
+    for name, a in (("gate", gate), ("up", up)):
+        if a.strides[1] != 4 or (n > 1 and (a.strides[0] % 4 or a.strides[0] < 4 * cols)):
+            raise KernelError(f"{name} needs contiguous rows of {cols} floats, got strides "
+                              f"{tuple(a.strides)}")
+        lds.append(np.int64(a.strides[0] // 4 if n > 1 else cols))
+    if cols % 32:
+        raise KernelError(f"q8_1 activations need a multiple of 32 columns, got {cols}")
+    check(xq, "xq", np.uint32, (n, q8_words(cols)))
+    chunks = n * (cols // 32)
+    if chunks:
+        blocks = max(1, min(cdiv(chunks, 4), _num_sms() * 8))
+        _launch(_fn(f"swiglu_q8_1<{int(oai)}>", int(GGMLType.Q8_0)), (blocks, 1, 1),
+                (gate, up, act, xq, np.int32(n), np.int32(cols), lds[0], lds[1],
+                 np.float32(alpha), np.float32(limit)), 0, stream)
+    return Q8Activations(xq, n, cols)
+
+
 def _check_q8(x_q8: Q8Activations | None, rows: int, cols: int) -> None:
     if x_q8 is None:
         return
@@ -317,7 +348,9 @@ Q8_ROWS_DEFAULT = (4, 2, True)
 Q8_ROWS_BY_TYPE: dict[GGMLType, tuple[int, tuple[int, int, bool]]] = {
     GGMLType.Q8_0: (16384, (8, 2, False)),
 }
-# None: the table above decides bulk copies; True / False forces them (benchmarks)
+# None: the table above decides bulk copies; True / False turns them on / off (benchmarks;
+# a variant not compiled that way is not run: the segment kernel serves the product unless
+# row_groups=True, which raises)
 Q8_ROWS_BULK: bool | None = None
 
 
@@ -414,6 +447,8 @@ def _q8_launch(out: Any, x: Any, w: QuantWeight, bias: Any, stream: Any, *, nb: 
     ``second`` = (out2, w2, bias2): a second matrix of w's type and shape read with the same
     x in the same grid (grid.y doubles; MoE gate and up).
     """
+    if row_groups is None and (rows_per_warp, stages, warps_per_row) != (None, None, None):
+        row_groups = False  # variant overrides name a segment-kernel variant unless forced
     r, st, bulk = _rows_variant(w, rows_per_warp, stages)
     rows_kernel = _use_rows(w, nb, r, st, bulk, warps_per_row or 1, xq is None, row_groups)
     if rows_kernel:
@@ -504,7 +539,8 @@ def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = 
 
     ``row_groups``: the int8 kernel whose items are whole groups of rows (qmatvec_q8_rows;
     None: at batch 1 on tall matrices of at most 3072 columns, True: required, False: the
-    segment kernel). Both give the same bits.
+    segment kernel). Both give the same bits. ``rows_per_warp`` / ``stages`` with
+    ``row_groups`` None pick a segment-kernel variant, with True a row-group one.
     """
     n = _check_linear(out, x, w, bias)
     if w.num_experts:

@@ -401,6 +401,24 @@ def bench_moe_ffn(cp, b: Bench, quant, sweep: bool = False) -> None:
         def shared_segments(ids) -> None:  # the segment kernel (qmatvec_q8) for all three
             shared(ids, False)
 
+        def with_act(ids, fused: bool) -> None:
+            # the activation too, as GpuBackend.moe runs it: separate (Numba SwiGLU, then a
+            # quantize launch) or fused with the rounding (quant.swiglu_rounded)
+            from orcd_toolkit.backends.cpu.ops import SWIGLU_OAI_ALPHA, SWIGLU_OAI_LIMIT
+            from orcd_toolkit.kernels import activations
+
+            qa = quant.quantize_activations(xq, x, stream=b.stream)
+            quant.expert_gate_up(g, u, x, wg, wu, ids, stream=b.stream, x_q8=qa)
+            a2, g2, u2 = (t.reshape(t_tok * k, f) for t in (act, g, u))
+            if fused:
+                qd = quant.swiglu_rounded(a2, g2, u2, aq, oai=True, alpha=SWIGLU_OAI_ALPHA,
+                                          limit=SWIGLU_OAI_LIMIT, stream=b.stream)
+            else:
+                activations.swiglu_oai(a2, g2, u2, SWIGLU_OAI_ALPHA, SWIGLU_OAI_LIMIT,
+                                       stream=b.stream)
+                qd = quant.quantize_activations(aq, a2, stream=b.stream)
+            quant.expert_matvec(y, act, wd, ids, x_per_slot=True, stream=b.stream, x_q8=qd)
+
         def shared_pdl(ids) -> None:
             with quant.programmatic_launches():
                 shared(ids)
@@ -416,10 +434,13 @@ def bench_moe_ffn(cp, b: Bench, quant, sweep: bool = False) -> None:
         nbytes = distinct * 3 * wg.matrix_bytes
         for path, fn in (("per product", per_product), ("shared uncapped grid", shared_uncapped),
                          ("shared segment kernel", shared_segments),
-                         ("shared", shared), ("shared pdl", shared_pdl)):
+                         ("shared", shared), ("shared pdl", shared_pdl),
+                         ("shared + swiglu, then rounding", lambda ids: with_act(ids, False)),
+                         ("shared + swiglu fused with rounding",
+                          lambda ids: with_act(ids, True))):
             tm = b.time_launches([lambda ids=ids, fn=fn: fn(ids) for ids, _ in sets])
             record(f"moe ffn {path}", "MXFP4", shape, tm, nbytes)
-            if path not in ("shared uncapped grid", "shared segment kernel"):
+            if path in ("per product", "shared", "shared pdl"):
                 side("MXFP4", f"moe ffn gate+up+down T={t_tok}", 1,
                      {"per product": "int8", "shared": "int8 shared x"}.get(
                          path, "int8 shared x pdl"), tm, nbytes)

@@ -438,7 +438,10 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
                 const u32 off = row_off(base, last, r);
                 const u32 mis = (wlo + off) & 15u;
                 const int nvec = ((int)mis + seg_len + 15) >> 4;
-                const uint4* a = (const uint4*)(Wm + (off - mis));
+                // the floor as pointer arithmetic: off - mis in 32 bits wraps below zero
+                // when the matrix itself starts off a 16-byte boundary (an expert of a stack
+                // whose matrix bytes are not a multiple of 16)
+                const uint4* a = (const uint4*)(Wm + off - mis);
                 const u32 dst = ring + (u32)(((item % S) * R + r) * SEG_PAD);
 #pragma unroll
                 for (int v = 0; v < VPL; ++v) {
@@ -592,7 +595,8 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
 // Batch 1, rows of at most 32 * NCH chunks (NCH = 3: 3072 columns; gpt-oss's 2880-wide experts
 // and vocabulary, Phi-3's attention and gate_up, every Qwen vocabulary). An item is a whole
 // group of R consecutive rows: R * row_bytes contiguous bytes, which the warp copies into its
-// ring slot with cp.async at one stride (no per-row offsets, lengths or clamps), and lane l
+// ring slot with cp.async at one stride (no per-row offsets, lengths or clamps; BULK: one
+// bulk copy issued by lane 0, completing on the slot's mbarrier), and lane l
 // keeps x chunks l, l + 32, ... in registers for the whole kernel (rounded once per block, or
 // read from xq), so an item costs its copies, the dot products and one reduction. qmatvec_q8's
 // segment walk spent as many instructions per chunk on its per-segment copies, row offsets and
@@ -649,7 +653,7 @@ __global__ void __launch_bounds__(128) qmatvec_q8_rows(
             const u32 off = (u32)iss_g * gbytes;
             const u32 mis = (wlo + off) & 15u;
             const int nvec = (int)((mis + min(gbytes, total - off) + 15u) >> 4);
-            const uint4* a = (const uint4*)(Wm + (off - mis));
+            const uint4* a = (const uint4*)(Wm + off - mis);  // not off - mis: see qmatvec_q8
             const u32 dst = ring + (u32)((item % S) * slot_bytes);
             if (BULK) {
                 if (lane == 0) {
@@ -744,6 +748,42 @@ __global__ void __launch_bounds__(128) quantize_q8_1(const float* __restrict__ x
     pdl_wait();
     quantize_x_q8_1<QT_Q6_K, 0>(x, cols, cols, xq, blockIdx.x * 4 + (threadIdx.x >> 5),
                                 gridDim.x * 4, n_rows);
+}
+
+// The feed-forward activation and its q8_1 rounding in one launch: act = swiglu(g, u) (OAI:
+// gpt-oss's clamped form, alpha and limit) as kernels/activations.py computes it (the same
+// float32 operations and libdevice expf), then act rounded to xq as quantize_q8_1 does. The
+// down projection reads xq (a shared rounding) instead of a separate quantize launch after
+// the activation. Warp w writes act for chunks w, w + nwarps, ... and rounds exactly those
+// (quantize_x_q8_1's distribution), so it reads back only its own stores (__syncwarp). act:
+// [n_rows, cols] contiguous; g and u rows g_ld / u_ld floats apart (the two halves of a fused
+// gate/up product are read in place).
+template <int OAI>
+__global__ void __launch_bounds__(128) swiglu_q8_1(const float* __restrict__ g,
+                                                   const float* __restrict__ u,
+                                                   float* act,  // written, then read back
+                                                   u32* __restrict__ xq, int n_rows, int cols,
+                                                   long long g_ld, long long u_ld, float alpha,
+                                                   float limit) {
+    pdl_trigger();  // at entry, as quantize_q8_1
+    pdl_wait();
+    const int gw = blockIdx.x * 4 + (threadIdx.x >> 5), nw = gridDim.x * 4;
+    const int lane = threadIdx.x & 31, nchunks = cols >> 5, total = n_rows * nchunks;
+    for (int c = gw; c < total; c += nw) {
+        const int r = c / nchunks, col = (c - r * nchunks) * 32 + lane;
+        const float gv = g[r * g_ld + col], uv = u[r * u_ld + col];
+        float a;
+        if (OAI) {
+            const float x = fminf(gv, limit);
+            const float y = fmaxf(fminf(uv, limit), -limit);
+            a = x / (1.f + expf(alpha * -x)) * (y + 1.f);
+        } else {
+            a = gv / (1.f + expf(-gv)) * uv;
+        }
+        act[(long long)r * cols + col] = a;
+    }
+    __syncwarp();
+    quantize_x_q8_1<QT_Q6_K, 0>(act, cols, cols, xq, gw, nw, n_rows);
 }
 
 // An empty kernel of the same launch shape: the bench times it in the same graph method to

@@ -225,16 +225,22 @@ def test_row_group_kernel_policy(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("qt", BLOCK_TYPES, ids=lambda t: t.name)
-def test_row_group_slot_holds_a_misaligned_group(qt: GGMLType) -> None:
-    """A slot holds r rows copied from up to 15 bytes before the group's first byte, rounded
-    up to whole 16-byte vectors, and a spare vector for ld_words' read past a chunk."""
+def test_row_group_slot_holds_what_the_kernel_touches(qt: GGMLType) -> None:
+    """For every compiled row count and every start misalignment: the copy (whole 16-byte
+    vectors from the group's floor) and the decode's reads (up to 4 bytes past a block's
+    end, ld_words) stay inside one slot, so items never spill into the next slot or warp,
+    and the dynamic shared memory is 4 warps x stages x slot (+ x's rounding)."""
     cols = 3072 if qt in (GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K) else 2880
     w = _weight(qt, 8, cols)
-    for r, _, _ in cuda_modules.Q8_ROWS_VARIANTS:
+    rs = {r for r, _, _ in cuda_modules.Q8_ROWS_VARIANTS + cuda_modules.Q8_ROWS_BULK_VARIANTS}
+    for r in sorted(rs):
         slot = quant.q8_rows_slot(w, r)
         assert slot % 16 == 0
         for mis in range(16):
-            assert 16 * -(-(mis + r * w.row_bytes) // 16) + 16 <= slot
+            copied = 16 * -(-(mis + r * w.row_bytes) // 16)
+            assert copied <= slot and mis + r * w.row_bytes + 4 <= slot
+        assert quant._q8_rows_smem(w, r, 2, False) == 8 * slot
+        assert quant._q8_rows_smem(w, r, 2, True) == 8 * slot + cols // 32 * quant.Q8_XQ_BYTES
 
 
 # --------------------------------------------------------------------------- on a GPU
@@ -338,7 +344,9 @@ def test_programmatic_launches_keep_every_dependency(cp) -> None:
     pdl_wait sits before every read of an earlier kernel's data. A missing wait shows as
     stale or NaN inputs (the buffers are refilled with NaN before each run). The MoE product
     at the end (routing ids written by a copy just before it) launches plainly even inside
-    ``programmatic_launches`` (``_launch(pdl=False)``), and must still see its inputs."""
+    ``programmatic_launches`` (``_launch(pdl=False)``), and must still see its inputs. Links
+    1, 3 and the extra product run the row-group kernel (forced: these matrices are below its
+    4096-row default), one storing its rounding of x (x_q8_out) and the next reading it."""
     from orcd_toolkit.kernels.graph import capture
 
     rng = np.random.default_rng(11)
@@ -356,8 +364,9 @@ def test_programmatic_launches_keep_every_dependency(cp) -> None:
                                 GGMLType.MXFP4, 256, d)
     stream = cp.cuda.Stream(non_blocking=True)
     x0 = cp.asarray(rng.normal(0, 1, (1, d)).astype(np.float32))
-    hs = [cp.empty((1, d), cp.float32) for _ in ws]
+    hs = [cp.empty((1, d), cp.float32) for _ in range(len(ws) + 1)]
     xq = cp.empty((1, quant.q8_words(d)), cp.uint32)
+    xo = quant.Q8Activations(cp.empty((1, quant.q8_words(d)), cp.uint32), 1, d)
     ids_host = np.array([[5, 2]], np.int32)
     ids_src = cp.asarray(ids_host)
     ids = cp.empty((1, k), cp.int32)
@@ -365,10 +374,13 @@ def test_programmatic_launches_keep_every_dependency(cp) -> None:
 
     def chain() -> None:
         x = x0
-        for w, h in zip(ws, hs, strict=True):
+        for w, h in zip(ws, hs, strict=False):
             if w is ws[3]:  # one product reads a rounding made by its own launch
                 qa = quant.quantize_activations(xq, x, stream=stream)
-                quant.matvec(h, x, w, stream=stream, x_q8=qa)
+                quant.matvec(h, x, w, stream=stream, x_q8=qa, row_groups=True)
+            elif w is ws[1]:  # stores its rounding; a second product of x reads it
+                quant.matvec(h, x, w, stream=stream, x_q8_out=xo, row_groups=True)
+                quant.matvec(hs[-1], x, ws[0], stream=stream, x_q8=xo, row_groups=True)
             else:
                 quant.matvec(h, x, w, stream=stream)
             x = h
@@ -435,9 +447,10 @@ def test_grid_cap_changes_no_result(cp) -> None:
             u, g2, u2 = cp.empty_like(g), cp.empty_like(g), cp.empty_like(g)
             quant.expert_gate_up(g, u, xd, stacks[0], stacks[1], ids, row_groups=False)
             quant.expert_gate_up(g2, u2, xd, stacks[0], stacks[1], ids)  # row-group kernel
-            v = cp.empty((1, 32064), cp.float32)
-            quant.matvec(v, xv, dense)
-            outs.append((g.get(), u.get(), g2.get(), u2.get(), v.get()))
+            v, v2 = cp.empty((1, 32064), cp.float32), cp.empty((1, 32064), cp.float32)
+            quant.matvec(v, xv, dense)  # row-group kernel
+            quant.matvec(v2, xv, dense, row_groups=False)
+            outs.append((g.get(), u.get(), g2.get(), u2.get(), v.get(), v2.get()))
         finally:
             quant.OCCUPANCY_CAP = True
     assert all(np.array_equal(a, b) for a, b in zip(*outs, strict=True))
@@ -500,9 +513,11 @@ def test_row_group_kernel_equals_segment_kernel(cp, qt: GGMLType, monkeypatch) -
 def test_row_group_expert_products_equal_segment_kernel(cp, qt: GGMLType) -> None:
     """The expert products on qmatvec_q8_rows (the default) equal the segment kernel bit for
     bit: expert_matvec with x per token and per slot, expert_gate_up, with biases, x rounded
-    in the kernel or shared, 3 tokens of 4 slots."""
+    in the kernel or shared, 3 tokens of 4 slots, experts whose matrices start at every
+    misalignment the row bytes give."""
     rng = np.random.default_rng(13)
-    n_exp, k, rows, cols, t = 8, 4, 576, 2880, 3
+    # 1003 rows: expert matrices start off 16-byte boundaries (the kernels' misalignment term)
+    n_exp, k, rows, cols, t = 8, 4, 1003, 2880, 3
     stacks = [quant.QuantWeight(cp.asarray(random_blocks(qt, (n_exp, rows, cols), rng)), qt,
                                 rows, cols) for _ in range(2)]
     biases = [cp.asarray(rng.normal(0, 0.1, (n_exp, rows)).astype(np.float32)) for _ in range(2)]
@@ -514,8 +529,7 @@ def test_row_group_expert_products_equal_segment_kernel(cp, qt: GGMLType) -> Non
                                      xs.reshape(t * k, cols))
 
     def products(x_q8, xs_q8, rg: bool) -> list[np.ndarray]:
-        g, u, d = (cp.full((t, k, rows), np.nan, cp.float32) for _ in range(3))
-        g2, u2 = cp.full_like(g, np.nan), cp.full_like(u, np.nan)
+        g, d, g2, u2 = (cp.full((t, k, rows), np.nan, cp.float32) for _ in range(4))
         quant.expert_matvec(g, xd, stacks[0], ids, x_per_slot=False, bias=biases[0], x_q8=x_q8,
                             row_groups=rg)
         quant.expert_matvec(d, xs, stacks[1], ids, x_per_slot=True, bias=biases[1], x_q8=xs_q8,
@@ -530,3 +544,53 @@ def test_row_group_expert_products_equal_segment_kernel(cp, qt: GGMLType) -> Non
         assert not any(np.isnan(a).any() for a in want)
         for a, b in zip(got, want, strict=True):
             assert np.array_equal(a, b)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("oai", [False, True], ids=["swiglu", "swiglu_oai"])
+def test_swiglu_rounded_equals_activation_then_rounding(cp, oai: bool) -> None:
+    """The fused activation + q8_1 rounding writes the Numba activation kernel's act and
+    quantize_activations' words of it, bit for bit, for contiguous inputs and for the two
+    halves of a fused gate/up output read in place; the GPU backend's swiglu hands the down
+    projection that rounding (no quantize launch) with the same product bits."""
+    from orcd_toolkit.backends.cpu.ops import SWIGLU_OAI_ALPHA, SWIGLU_OAI_LIMIT
+    from orcd_toolkit.kernels import activations
+    from orcd_toolkit.kernels.backend import GpuBackend
+
+    rng = np.random.default_rng(14)
+    kw = {"oai": True, "alpha": SWIGLU_OAI_ALPHA, "limit": SWIGLU_OAI_LIMIT} if oai else {}
+    for n, cols in ((1, 2880), (3, 4864), (8, 2880)):
+        fused = cp.asarray(rng.normal(0, 3, (n, 2 * cols)).astype(np.float32))
+        fused[0, :8] = cp.asarray([0, -0.0, 1e-30, -1e-30, 80, -80, 7.5, -7.5], cp.float32)
+        for g, u in ((fused[:, :cols], fused[:, cols:]),
+                     (cp.ascontiguousarray(fused[:, :cols]),
+                      cp.ascontiguousarray(fused[:, cols:]))):
+            ref = cp.empty((n, cols), cp.float32)
+            gc, uc = cp.ascontiguousarray(g), cp.ascontiguousarray(u)
+            if oai:
+                activations.swiglu_oai(ref, gc, uc, SWIGLU_OAI_ALPHA, SWIGLU_OAI_LIMIT)
+            else:
+                activations.swiglu(ref, gc, uc)
+            ref_xq = cp.empty((n, quant.q8_words(cols)), cp.uint32)
+            quant.quantize_activations(ref_xq, ref)
+            act = cp.full((n, cols), np.nan, cp.float32)
+            xq = cp.full((n, quant.q8_words(cols)), 0xDEADBEEF, cp.uint32)
+            qa = quant.swiglu_rounded(act, g, u, xq, **kw)
+            assert qa.data is xq and (qa.rows, qa.cols) == (n, cols)
+            assert np.array_equal(act.get().view(np.uint32), ref.get().view(np.uint32))
+            assert np.array_equal(xq.get(), ref_xq.get())
+    # through the backend: act, and the down product reading the recorded rounding
+    be = GpuBackend()
+    cols, rows = 4864, 896
+    raw = random_blocks(GGMLType.Q4_K, (rows, cols), rng)
+    w = quant.QuantWeight(cp.asarray(raw), GGMLType.Q4_K, rows, cols)
+    fused = cp.asarray(rng.normal(0, 3, (2, 2 * cols)).astype(np.float32))
+    act = (be.swiglu_oai(fused[:, :cols], fused[:, cols:], SWIGLU_OAI_ALPHA, SWIGLU_OAI_LIMIT)
+           if oai else be.swiglu(fused[:, :cols], fused[:, cols:]))
+    assert be._q8.lookup(act) is not None
+    saved = be._q8.launches_saved
+    y = be.linear(act, w)
+    assert be._q8.launches_saved == saved + 1
+    own = cp.empty((2, rows), cp.float32)
+    quant.matvec(own, act.copy(), w)  # rounds its own copy of act
+    assert np.array_equal(y.get(), own.get())
