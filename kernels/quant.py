@@ -118,9 +118,10 @@ Q8_XQ_BYTES = 11 * 4  # shared memory per 32-value chunk of x in q8_1 (XQ_WORDS 
 MAX_GRID_Y = 65535  # CUDA's grid.y limit: (token, slot) products per expert launch
 # (rows per warp, ring stages, CTAs per SM) of the segment kernel (qmatvec_q8) for the expert
 # products (expert_gate_up, expert_matvec) where the row-group kernel does not serve them
-# (row_groups=False, rows wider than 3072 columns): gpt-oss-20b at T = 1 (8 products of 2880x2880 MXFP4 in one grid) measured
-# 20.4 us with 4 rows per warp and up to 16 blocks per SM against 24.6 us with the dense
-# matvec's defaults (2 rows, 8 blocks); T = 8: 129 against 155 us (H200)
+# (row_groups=False, rows wider than 3072 columns): gpt-oss-20b at T = 1 (8 products of
+# 2880x2880 MXFP4 in one grid) measured 20.4 us with 4 rows per warp and up to 16 blocks per
+# SM against 24.6 us with the dense matvec's defaults (2 rows, 8 blocks); T = 8: 129 against
+# 155 us (H200)
 EXPERT_VARIANT = (4, 2, 16)
 # MXFP4 (gpt-oss) experts: 8 rows per warp share each x chunk's loads and rearrangement, and
 # the kernel is bound by instruction issue on these shapes (ncu: 61 % issue-busy, DRAM 33 %
