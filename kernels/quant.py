@@ -405,7 +405,9 @@ def _use_rows(w: QuantWeight, nb: int, r: int, st: int, bulk: bool, ks: int, rou
                f"({'bulk copies' if bulk else 'cp.async'})")
     elif w.cols // 32 > cuda_modules.Q8_ROWS_MAX_CHUNKS:
         why = f"rows of at most {32 * cuda_modules.Q8_ROWS_MAX_CHUNKS} columns"
-    elif _q8_rows_smem(w, r, st, rounds_x) > smem_optin():
+    # the opt-in limit counts the static part too: with bulk copies an mbarrier per warp and
+    # stage (8 bytes without)
+    elif _q8_rows_smem(w, r, st, rounds_x) + (32 * st if bulk else 8) > smem_optin():
         why = "a ring that fits one block's shared memory"
     if row_groups:
         if why is not None:
