@@ -243,6 +243,25 @@ def test_row_group_slot_holds_what_the_kernel_touches(qt: GGMLType) -> None:
         assert quant._q8_rows_smem(w, r, 2, True) == 8 * slot + cols // 32 * quant.Q8_XQ_BYTES
 
 
+def test_swiglu_rounded_validates_before_launching() -> None:
+    """Shapes, dtypes, whole q8_1 chunks and row layout are checked on the host (typed errors,
+    nothing launched): rows of gate / up may be strided (halves of a fused output), columns
+    not."""
+    g = np.zeros((2, 64), np.float32)
+    xq = np.zeros((2, quant.q8_words(64)), np.uint32)
+    with pytest.raises(KernelError, match="multiple of 32"):
+        quant.swiglu_rounded(np.zeros((2, 48), np.float32), np.zeros((2, 48), np.float32),
+                             np.zeros((2, 48), np.float32), xq)
+    with pytest.raises(KernelError, match="up must have shape"):
+        quant.swiglu_rounded(g.copy(), g, np.zeros((3, 64), np.float32), xq)
+    with pytest.raises(KernelError, match="xq must have shape"):
+        quant.swiglu_rounded(g.copy(), g, g.copy(), np.zeros((2, 5), np.uint32))
+    with pytest.raises(KernelError, match="act must be float32"):
+        quant.swiglu_rounded(g.astype(np.float64), g, g.copy(), xq)
+    with pytest.raises(KernelError, match="contiguous rows"):
+        quant.swiglu_rounded(g.copy(), np.zeros((2, 128), np.float32)[:, ::2], g.copy(), xq)
+
+
 # --------------------------------------------------------------------------- on a GPU
 
 
