@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from orcd_toolkit.backends.cpu.ops import SWIGLU_OAI_ALPHA, SWIGLU_OAI_LIMIT
 from orcd_toolkit.gguf.types import LAYOUTS, GGMLType, row_bytes
 from orcd_toolkit.kernels import cuda_modules
 from orcd_toolkit.kernels._launch import NULL, cdiv, check, launch_pdl, on_stream
@@ -283,7 +284,8 @@ def quantize_activations(xq: Any, x: Any, *, stream: Any = None) -> Q8Activation
 
 
 def swiglu_rounded(act: Any, gate: Any, up: Any, xq: Any, *, oai: bool = False,
-                   alpha: float = 1.0, limit: float = 0.0, stream: Any = None) -> Q8Activations:
+                   alpha: float = SWIGLU_OAI_ALPHA, limit: float = SWIGLU_OAI_LIMIT,
+                   stream: Any = None) -> Q8Activations:
     """``act = swiglu(gate, up)`` (``oai``: gpt-oss's clamped form with ``alpha`` and
     ``limit``), computed as ``kernels.activations`` does, and act rounded to q8_1 into ``xq``
     [n, q8_words(cols)] exactly as :func:`quantize_activations` would, in one launch: the
@@ -651,8 +653,9 @@ def expert_matvec(
     ``bias`` [E, rows] is added for the selected expert. Block types use the int8 kernel
     (x rounded to q8_1 per (token, slot)) unless ``q8_activations`` is False; ``x_q8`` is x
     already rounded by :func:`quantize_activations` (x viewed as [T, cols] or [T * k, cols]).
-    ``row_groups`` as for :func:`matvec` (None: the row-group kernel wherever it applies);
-    ``rows_per_warp`` / ``stages`` override the int8 variant (benchmarks).
+    ``row_groups`` as for :func:`matvec` (None: the row-group kernel wherever it applies,
+    unless ``rows_per_warp`` / ``stages`` are given: they override the int8 variant of the
+    segment kernel, or with ``row_groups=True`` of the row-group kernel; benchmarks).
     """
     if not w.num_experts:
         raise KernelError("expert_matvec needs an expert stack [E, rows, row_bytes]")

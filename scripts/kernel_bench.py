@@ -366,8 +366,10 @@ def bench_moe_ffn(cp, b: Bench, quant, sweep: bool = False) -> None:
     each) and down (2880x2880) of 4 of 32 MXFP4 experts per token. "per product": three
     expert_matvec launches, each block rounding its x (the previous backend); "shared": x and
     the SwiGLU output each rounded once by quantize_activations, gate and up of every
-    selected expert in one expert_gate_up launch (GpuBackend.moe now). The SwiGLU itself is
-    left out (not an expert product). Launch i reads expert set i of 8 disjoint sets."""
+    selected expert in one expert_gate_up launch (GpuBackend.moe now). The SwiGLU is left out
+    (not an expert product) except in the two "+ swiglu" paths: the activation then a quantize
+    launch, or both in one swiglu_rounded launch (GpuBackend.moe). Launch i reads expert set
+    i of 8 disjoint sets."""
     rng = np.random.default_rng(3)
     n_exp, k, d, f = 32, 4, 2880, 2880
     stacks = [quant.QuantWeight(cp.asarray(random_blocks(GGMLType.MXFP4, (n_exp, r, c), rng)),

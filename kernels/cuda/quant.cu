@@ -773,7 +773,7 @@ __global__ void __launch_bounds__(128) swiglu_q8_1(const float* __restrict__ g,
         const int r = c / nchunks, col = (c - r * nchunks) * 32 + lane;
         const float gv = g[r * g_ld + col], uv = u[r * u_ld + col];
         float a;
-        if (OAI) {
+        if (OAI) {  // numba-cuda lowers min / max of float32 to fminf / fmaxf too
             const float x = fminf(gv, limit);
             const float y = fmaxf(fminf(uv, limit), -limit);
             a = x / (1.f + expf(alpha * -x)) * (y + 1.f);

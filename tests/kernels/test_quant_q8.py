@@ -567,7 +567,7 @@ def test_row_group_expert_products_equal_segment_kernel(cp, qt: GGMLType) -> Non
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("oai", [False, True], ids=["swiglu", "swiglu_oai"])
-def test_swiglu_rounded_equals_activation_then_rounding(cp, oai: bool) -> None:
+def test_swiglu_rounded_equals_activation_then_rounding(cp, oai: bool, monkeypatch) -> None:
     """The fused activation + q8_1 rounding writes the Numba activation kernel's act and
     quantize_activations' words of it, bit for bit, for contiguous inputs and for the two
     halves of a fused gate/up output read in place; the GPU backend's swiglu hands the down
@@ -578,9 +578,16 @@ def test_swiglu_rounded_equals_activation_then_rounding(cp, oai: bool) -> None:
 
     rng = np.random.default_rng(14)
     kw = {"oai": True, "alpha": SWIGLU_OAI_ALPHA, "limit": SWIGLU_OAI_LIMIT} if oai else {}
-    for n, cols in ((1, 2880), (3, 4864), (8, 2880)):
+    # the last case on a one-SM grid: every warp loops over many chunks (the rounding's
+    # batches of 8 and its prefetch of the next batch), as MoE rows at prefill do
+    for n, cols, sms in ((1, 2880, None), (3, 4864, None), (8, 2880, None), (64, 2880, 1)):
+        if sms is not None:
+            monkeypatch.setattr(quant, "_num_sms", lambda sms=sms: sms)
         fused = cp.asarray(rng.normal(0, 3, (n, 2 * cols)).astype(np.float32))
         fused[0, :8] = cp.asarray([0, -0.0, 1e-30, -1e-30, 80, -80, 7.5, -7.5], cp.float32)
+        # NaN and infinities in gate and up (the clamps are fminf / fmaxf in both kernels)
+        fused[0, 8:12] = cp.asarray([np.nan, np.inf, -np.inf, 7.0], cp.float32)
+        fused[0, cols + 8:cols + 12] = cp.asarray([1.0, np.nan, np.inf, -np.inf], cp.float32)
         for g, u in ((fused[:, :cols], fused[:, cols:]),
                      (cp.ascontiguousarray(fused[:, :cols]),
                       cp.ascontiguousarray(fused[:, cols:]))):
@@ -598,6 +605,8 @@ def test_swiglu_rounded_equals_activation_then_rounding(cp, oai: bool) -> None:
             assert qa.data is xq and (qa.rows, qa.cols) == (n, cols)
             assert np.array_equal(act.get().view(np.uint32), ref.get().view(np.uint32))
             assert np.array_equal(xq.get(), ref_xq.get())
+            assert np.isnan(act[0, 8].get()) != oai  # a NaN gate: NaN, or clamped to the limit
+    monkeypatch.undo()
     # through the backend: act, and the down product reading the recorded rounding
     be = GpuBackend()
     cols, rows = 4864, 896
