@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from kernel_bench import PEAK, Bench, copies_for, expert_sets  # noqa: E402
 
 from orcd_toolkit.gguf.quants import random_blocks  # noqa: E402
 from orcd_toolkit.gguf.types import GGMLType  # noqa: E402
@@ -35,23 +36,6 @@ LINES: list[str] = []
 def say(text: str) -> None:
     print(text, flush=True)
     LINES.append(text)
-
-
-def capture(cp, stream, fn: Callable[[], None], launches: int) -> tuple[object, int]:
-    """fn run ``launches`` times captured as one graph (after an eager warm-up)."""
-    # inputs were uploaded on the default stream, which this non-blocking stream does not
-    # wait for: unsynchronized, the first launch could read routing ids still being copied
-    cp.cuda.Device().synchronize()
-    fn()
-    stream.synchronize()
-    with stream:
-        stream.begin_capture()
-        for _ in range(launches):
-            fn()
-        g = stream.end_capture()
-    g.launch(stream)
-    stream.synchronize()
-    return g, launches
 
 
 def bulk_toggled(quant, fn: Callable[..., None], kw: dict) -> None:
@@ -68,7 +52,8 @@ def bulk_toggled(quant, fn: Callable[..., None], kw: dict) -> None:
 def interleaved(cp, stream, variants: dict[str, Callable[[], None]], nbytes: float, peak: float,
                 title: str, rounds: int, launches: int = 64) -> None:
     """Time every variant once per round, in turn; report median / best us per launch."""
-    graphs = {name: capture(cp, stream, fn, launches) for name, fn in variants.items()}
+    bench = Bench(cp, stream)
+    graphs = {name: bench.capture([fn], launches) for name, fn in variants.items()}
     start, end = cp.cuda.Event(), cp.cuda.Event()
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
@@ -118,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"device: {probe_cupy().name}")
     stream = cp.cuda.Stream(non_blocking=True)
     peak = copy_peak(cp, stream)
+    PEAK["l2"] = cp.cuda.Device().attributes["L2CacheSize"]  # what copies_for sizes against
     say(f"copy peak {peak:.0f} GB/s")
     rng = np.random.default_rng(5)
     t0 = time.perf_counter()
@@ -141,9 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                 (GGMLType.MXFP4, 201088, 2880, "vocab-sized MXFP4")):
             w0 = quant.QuantWeight(cp.asarray(random_blocks(qt, (rows, cols), rng)), qt, rows,
                                    cols)
-            copies = max(1, -(-4 * 60 * 2**20 // int(w0.data.nbytes)))
             ws = [w0] + [quant.QuantWeight(w0.data.copy(), qt, rows, cols)
-                         for _ in range(min(copies, 64) - 1)]
+                         for _ in range(copies_for(int(w0.data.nbytes)) - 1)]
             x = cp.asarray(rng.normal(0, 1, (1, cols)).astype(np.float32))
             y = cp.empty((1, rows), cp.float32)
             qa = quant.quantize_activations(cp.empty((1, quant.q8_words(cols)), cp.uint32), x,
@@ -168,12 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                                 GGMLType.MXFP4, d, d) for _ in range(3)]
         wg, wu, wd = st
         for t_tok in (1, 8):
-            sets = []
-            for i in range(8):
-                pool = np.arange(4 * i, 4 * i + 4) if t_tok == 1 else rng.permutation(n_exp)[:8]
-                ids = np.stack([rng.permutation(pool)[:k] for _ in range(t_tok)]).astype(np.int32)
-                sets.append((cp.asarray(ids), len(np.unique(ids))))
-            distinct = float(np.mean([n for _, n in sets]))
+            sets, distinct = expert_sets(cp, rng, n_exp, k, t_tok)
             x = cp.asarray(rng.normal(0, 1, (t_tok, d)).astype(np.float32))
             act = cp.asarray(rng.normal(0, 1, (t_tok, k, d)).astype(np.float32))
             g = cp.empty((t_tok, k, d), cp.float32)

@@ -23,6 +23,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("NUMBA_CUDA_ARRAY_INTERFACE_SYNC", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -40,9 +41,10 @@ class Bench:
     def __init__(self, cp, stream) -> None:
         self.cp, self.stream = cp, stream
 
-    def time_launches(self, launches: list[Callable[[], None]], min_launches: int = 64,
-                      replays: int = 20) -> float:
-        """Seconds per launch: the launches (repeated to >= min_launches) captured as one graph."""
+    def capture(self, launches: list[Callable[[], None]], min_launches: int = 64
+                ) -> tuple[Any, int]:
+        """The launches (repeated to >= min_launches) captured as one graph after an eager
+        warm-up, and replayed once; returns (graph, launches in it)."""
         cp, s = self.cp, self.stream
         # inputs were uploaded on the default stream, which a non-blocking stream does not
         # wait for: without this the first launch can read a buffer still being copied
@@ -58,6 +60,13 @@ class Bench:
             g = s.end_capture()
         g.launch(s)
         s.synchronize()
+        return g, len(seq)
+
+    def time_launches(self, launches: list[Callable[[], None]], min_launches: int = 64,
+                      replays: int = 20) -> float:
+        """Seconds per launch: the launches (repeated to >= min_launches) captured as one graph."""
+        cp, s = self.cp, self.stream
+        g, n_seq = self.capture(launches, min_launches)
         start, end = cp.cuda.Event(), cp.cuda.Event()
         start.record(s)
         g.launch(s)
@@ -72,7 +81,7 @@ class Bench:
                 g.launch(s)
             end.record(s)
             end.synchronize()
-            times.append(cp.cuda.get_elapsed_time(start, end) / 1e3 / (replays * len(seq)))
+            times.append(cp.cuda.get_elapsed_time(start, end) / 1e3 / (replays * n_seq))
         return float(np.median(times))
 
     def time_eager(self, fn: Callable[[], None], reps: int = 10) -> float:
