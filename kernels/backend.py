@@ -569,9 +569,7 @@ class GpuBackend:
 
         n, cols = gate.shape
         if not (0 < n <= quant.Q8_MAX_BATCH and cols % 32 == 0 and tuple(up.shape) == (n, cols)
-                and all(a.dtype == np.float32 and a.strides[1] == 4
-                        and (n == 1 or (a.strides[0] % 4 == 0 and a.strides[0] >= 4 * cols))
-                        for a in (gate, up))):
+                and all(a.dtype == np.float32 and quant.contiguous_rows(a) for a in (gate, up))):
             return None
         out = self._empty((n, cols))
         quant.swiglu_rounded(out, gate, up, self._q8.claim(out).data, stream=self.stream, **kw)

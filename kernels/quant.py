@@ -283,6 +283,14 @@ def quantize_activations(xq: Any, x: Any, *, stream: Any = None) -> Q8Activation
     return Q8Activations(xq, n, cols)
 
 
+def contiguous_rows(a: Any) -> bool:
+    """Whether the 2-D float32 array ``a`` has unit column stride and rows at least a row
+    apart (a C-contiguous array, or one half of a fused gate/up output): what
+    :func:`swiglu_rounded` reads in place."""
+    n, cols = a.shape
+    return a.strides[1] == 4 and (n < 2 or (a.strides[0] % 4 == 0 and a.strides[0] >= 4 * cols))
+
+
 def swiglu_rounded(act: Any, gate: Any, up: Any, xq: Any, *, oai: bool = False,
                    alpha: float = SWIGLU_OAI_ALPHA, limit: float = SWIGLU_OAI_LIMIT,
                    stream: Any = None) -> Q8Activations:
@@ -299,7 +307,7 @@ def swiglu_rounded(act: Any, gate: Any, up: Any, xq: Any, *, oai: bool = False,
     check(act, "act", np.float32, (n, cols))
     lds = []
     for name, a in (("gate", gate), ("up", up)):
-        if a.strides[1] != 4 or (n > 1 and (a.strides[0] % 4 or a.strides[0] < 4 * cols)):
+        if not contiguous_rows(a):
             raise KernelError(f"{name} needs contiguous rows of {cols} floats, got strides "
                               f"{tuple(a.strides)}")
         lds.append(np.int64(a.strides[0] // 4 if n > 1 else cols))
