@@ -38,15 +38,17 @@ def say(text: str) -> None:
     LINES.append(text)
 
 
-def bulk_toggled(quant, fn: Callable[..., None], kw: dict) -> None:
-    """fn(kw without "bulk"), with quant.Q8_ROWS_BULK set as kw["bulk"] asks (captured graphs
-    keep the kernel chosen at capture)."""
+def toggled(quant, fn: Callable[..., None], kw: dict) -> None:
+    """fn(kw without "bulk" and "xshared"), with quant.Q8_ROWS_BULK / Q8_ROWS_X_SHARED set as
+    they ask (captured graphs keep the kernel chosen at capture)."""
     kw = dict(kw)
     quant.Q8_ROWS_BULK = kw.pop("bulk", None)
+    quant.Q8_ROWS_X_SHARED = kw.pop("xshared", None)
     try:
         fn(kw)
     finally:
         quant.Q8_ROWS_BULK = None
+        quant.Q8_ROWS_X_SHARED = None
 
 
 def interleaved(cp, stream, variants: dict[str, Callable[[], None]], nbytes: float, peak: float,
@@ -91,7 +93,7 @@ def copy_peak(cp, stream) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--only", default="vocab,experts,down,ffn")
+    ap.add_argument("--only", default="vocab,wide,small,experts,down,ffn")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     import cupy as cp
@@ -112,8 +114,13 @@ def main(argv: list[str] | None = None) -> int:
                "row groups R=8 S=2": {"row_groups": True, "rows_per_warp": 8, "bulk": False},
                "bulk copies R=2 S=2": {"row_groups": True, "rows_per_warp": 2, "bulk": True},
                "bulk copies R=4 S=2": {"row_groups": True, "rows_per_warp": 4, "bulk": True}}
+    shared_x = {"x shared R=1": {"row_groups": True, "rows_per_warp": 1, "bulk": True,
+                                 "xshared": True},
+                "x shared R=2": {"row_groups": True, "rows_per_warp": 2, "bulk": True,
+                                 "xshared": True}}
+    shapes = []
     if "vocab" in groups:
-        for qt, rows, cols, label in (
+        shapes += [(qt, rows, cols, label, kernels) for qt, rows, cols, label in (
                 (GGMLType.Q8_0, 151936, 896, "qwen0.5b vocab"),
                 (GGMLType.Q5_0, 151936, 896, "qwen0.5b vocab"),
                 (GGMLType.Q4_K, 151936, 1536, "qwen1.5b vocab"),
@@ -124,29 +131,65 @@ def main(argv: list[str] | None = None) -> int:
                 (GGMLType.Q5_0, 4864, 896, "qwen0.5b gate/up"),
                 (GGMLType.Q8_0, 4096, 2880, "gpt-oss attn_q"),
                 (GGMLType.Q8_0, 201088, 2880, "gpt-oss vocab"),
-                (GGMLType.MXFP4, 201088, 2880, "vocab-sized MXFP4")):
-            w0 = quant.QuantWeight(cp.asarray(random_blocks(qt, (rows, cols), rng)), qt, rows,
-                                   cols)
-            ws = [w0] + [quant.QuantWeight(w0.data.copy(), qt, rows, cols)
-                         for _ in range(copies_for(int(w0.data.nbytes)) - 1)]
-            x = cp.asarray(rng.normal(0, 1, (1, cols)).astype(np.float32))
-            y = cp.empty((1, rows), cp.float32)
-            qa = quant.quantize_activations(cp.empty((1, quant.q8_words(cols)), cp.uint32), x,
-                                            stream=stream)
-            turn = [0]
+                (GGMLType.MXFP4, 201088, 2880, "vocab-sized MXFP4"))]
+    split = {"segment kernel": {"row_groups": False},
+             "segment KS=4 R=1": {"row_groups": False, "warps_per_row": 4, "rows_per_warp": 1},
+             "segment KS=4 R=2": {"row_groups": False, "warps_per_row": 4, "rows_per_warp": 2}}
+    if "wide" in groups:  # rows of more than 3072 columns: x in shared memory or the segments
+        shapes += [(qt, rows, cols, label, {**split, **shared_x})
+                   for qt, rows, cols, label in (
+                (GGMLType.Q6_K, 896, 4864, "qwen0.5b down"),
+                (GGMLType.Q8_0, 896, 4864, "down as Q8_0"),
+                (GGMLType.Q6_K, 1536, 8960, "qwen1.5b down"),
+                (GGMLType.Q4_K, 1536, 8960, "down as Q4_K"),
+                (GGMLType.Q4_K, 3072, 8192, "phi3 down"),
+                (GGMLType.Q6_K, 3072, 8192, "phi3 down"),
+                (GGMLType.Q8_0, 2880, 4096, "gpt-oss attn_output"),
+                # the same row lengths on tall matrices: the kernel's own rate on those rows
+                # once the launch and the first DRAM round trip no longer dominate
+                (GGMLType.Q6_K, 16384, 8960, "tall, qwen1.5b down rows"),
+                (GGMLType.Q4_K, 16384, 8960, "tall, qwen1.5b down rows"),
+                (GGMLType.Q4_K, 16384, 8192, "tall, phi3 down rows"),
+                (GGMLType.Q4_K, 32768, 4864, "tall, qwen0.5b down rows"),
+                (GGMLType.Q6_K, 16384, 8192, "tall, phi3 down rows"),
+                (GGMLType.Q6_K, 32768, 4864, "tall, qwen0.5b down rows"),
+                (GGMLType.Q8_0, 32768, 4864, "tall, down rows as Q8_0"),
+                (GGMLType.Q8_0, 16384, 4096, "tall, gpt-oss attn_output rows"))]
+    if "small" in groups:  # under Q8_ROWS_MIN_ROWS rows: where the segment kernel serves
+        small = {**split,
+                 "bulk copies R=2 S=2": kernels["bulk copies R=2 S=2"],
+                 "bulk copies R=4 S=2": kernels["bulk copies R=4 S=2"], **shared_x}
+        shapes += [(qt, rows, cols, label, small) for qt, rows, cols, label in (
+                (GGMLType.Q5_0, 128, 896, "qwen0.5b k"),
+                (GGMLType.Q4_K, 256, 1536, "qwen1.5b k"),
+                (GGMLType.Q8_0, 512, 2880, "gpt-oss k/v"),
+                (GGMLType.Q5_0, 896, 896, "qwen0.5b q/o"),
+                (GGMLType.Q4_K, 1536, 1536, "qwen1.5b q/o"),
+                (GGMLType.Q4_K, 3072, 3072, "phi3 attn_output"),
+                (GGMLType.Q4_K, 9216, 3072, "phi3 attn_qkv"),
+                (GGMLType.Q8_0, 2880, 2880, "as an expert, Q8_0"))]
+    for qt, rows, cols, label, kinds in shapes:
+        w0 = quant.QuantWeight(cp.asarray(random_blocks(qt, (rows, cols), rng)), qt, rows,
+                               cols)
+        ws = [w0] + [quant.QuantWeight(w0.data.copy(), qt, rows, cols)
+                     for _ in range(copies_for(int(w0.data.nbytes)) - 1)]
+        x = cp.asarray(rng.normal(0, 1, (1, cols)).astype(np.float32))
+        y = cp.empty((1, rows), cp.float32)
+        qa = quant.quantize_activations(cp.empty((1, quant.q8_words(cols)), cp.uint32), x,
+                                        stream=stream)
+        turn = [0]
 
-            def run(kw) -> None:
-                w = ws[turn[0] % len(ws)]
-                turn[0] += 1
-                quant.matvec(y, x, w, stream=stream, x_q8=qa, **kw)
+        def run(kw) -> None:
+            w = ws[turn[0] % len(ws)]
+            turn[0] += 1
+            quant.matvec(y, x, w, stream=stream, x_q8=qa, **kw)
 
-            variants = {"default": lambda: run({})}
-            variants.update({k: (lambda kw=kw: bulk_toggled(quant, run, kw))
-                             for k, kw in kernels.items()})
-            interleaved(cp, stream, variants, w0.data.nbytes, peak,
-                        f"{qt.name} {rows}x{cols} {label}, shared x", args.rounds,
-                        launches=max(64, len(ws)))
-            del ws, w0
+        variants = {"default": lambda: run({})}
+        variants.update({k: (lambda kw=kw: toggled(quant, run, kw))
+                         for k, kw in kinds.items()})
+        interleaved(cp, stream, variants, w0.data.nbytes, peak,
+                    f"{qt.name} {rows}x{cols} {label}, shared x", args.rounds,
+                    launches=max(64, len(ws)))
     if groups & {"experts", "down", "ffn"}:
         n_exp, k, d = 32, 4, 2880
         st = [quant.QuantWeight(cp.asarray(random_blocks(GGMLType.MXFP4, (n_exp, d, d), rng)),
@@ -193,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 if group not in groups:
                     continue
                 variants = {"default": lambda fn=fn: fn({})}
-                variants.update({kk: (lambda kw=kw, fn=fn: bulk_toggled(quant, fn, kw))
+                variants.update({kk: (lambda kw=kw, fn=fn: toggled(quant, fn, kw))
                                  for kk, kw in kernels.items()})
                 interleaved(cp, stream, variants, distinct * mats * wg.matrix_bytes, peak, title,
                             args.rounds)
