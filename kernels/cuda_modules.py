@@ -42,10 +42,12 @@ Q8_EXPERT_VARIANTS: tuple[tuple[int, int, int, int], ...] = ((8, 1, 2, 1),)
 # shared memory (4 warps x S x the group's bytes), so 8 rows of 2880 Q8_0 columns fit. Staged
 # with every lane's cp.async (Q8_ROWS_VARIANTS) or one bulk copy per item (BULK), the variants
 # kept being the defaults and their nearest rivals on an H200 (quant.Q8_ROWS_DEFAULT; 2 rows,
-# 3 or 4 stages measured slower on every shape)
+# 3 or 4 stages measured slower on every shape). NCH = 0: any row width, x's chunks read from
+# shared memory per chunk (the wide down projections; bulk copies only)
 Q8_ROWS_VARIANTS: tuple[tuple[int, int, int], ...] = ((4, 3, 2), (8, 3, 2))
-Q8_ROWS_BULK_VARIANTS: tuple[tuple[int, int, int], ...] = ((2, 3, 2), (4, 3, 2))
-Q8_ROWS_MAX_CHUNKS = 32 * 3  # columns / 32 that qmatvec_q8_rows takes (NCH = 3)
+Q8_ROWS_BULK_VARIANTS: tuple[tuple[int, int, int], ...] = (
+    (2, 3, 2), (4, 3, 2), (1, 0, 2), (2, 0, 2))
+Q8_ROWS_MAX_CHUNKS = 32 * 3  # columns / 32 that qmatvec_q8_rows keeps in registers (NCH = 3)
 
 
 def q8_variants(qtype: int) -> tuple[tuple[int, int, int, int], ...]:

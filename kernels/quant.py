@@ -116,6 +116,7 @@ Q8_MAX_BATCH = 8
 Q8_ROWS_PER_WARP_BY_ROWS: tuple[tuple[int, int], ...] = ((4096, 4), (2048, 2), (0, 1))
 Q8_CTAS_PER_SM = 8  # grid cap of the int8 kernel (blocks of 128 threads per SM)
 Q8_XQ_BYTES = 11 * 4  # shared memory per 32-value chunk of x in q8_1 (XQ_WORDS words)
+Q8_XQ_WIDE_BYTES = 12 * 4  # the same chunk padded for 16-byte loads (XQ_WIDE_WORDS)
 MAX_GRID_Y = 65535  # CUDA's grid.y limit: (token, slot) products per expert launch
 # (rows per warp, ring stages, CTAs per SM) of the segment kernel (qmatvec_q8) for the expert
 # products (expert_gate_up, expert_matvec) where the row-group kernel does not serve them
@@ -343,10 +344,14 @@ def _q8_blocks(groups: int, cap: int, ks: int) -> int:
     return cdiv(groups, 4 * per_warp)
 
 
-# qmatvec_q8_rows (an item is a whole group of rows, x in registers; cuda/quant.cu) serves
-# batch 1 on matrices of at least this many rows, and every expert product, when a row has at
-# most Q8_ROWS_MAX_CHUNKS chunks and the ring fits the block's shared memory
-Q8_ROWS_MIN_ROWS = 4096
+# qmatvec_q8_rows (an item is a whole group of rows; cuda/quant.cu) serves every product at
+# batch 1 (dense and expert) whose ring fits the block's shared memory; the segment kernel
+# (qmatvec_q8) batches of 2-8 vectors. Interleaved A/B on an H200 (kernel_ab.py, us, segment
+# kernel -> row groups): Q5_0 128x896 2.26 -> 2.23, Q8_0 512x2880 3.71 -> 3.30, Q4_K
+# 1536x1536 3.44 -> 3.13, 3072x3072 5.14 -> 4.49, Q8_0 2880x2880 6.08 -> 5.51, Q5_0 896x896
+# 2.53 -> 2.53 (all Q8_ROWS_SHORT); Q6_K 896x4864 5.47 -> 4.49, 1536x8960 8.73 -> 7.82,
+# 3072x8192 11.13 -> 9.87, Q4_K 3072x8192 8.28 -> 7.36, Q8_0 2880x4096 6.85 -> 6.05
+# (Q8_ROWS_WIDE)
 # (rows per group, ring stages, bulk copies) of qmatvec_q8_rows: each item staged by one bulk
 # (TMA) copy from lane 0, 4 rows, 2 stages; tall Q8_0 matrices (the cheapest decode) 8 rows
 # through every lane's cp.async. Interleaved A/B on an H200 (scripts/kernel_ab.py,
@@ -355,6 +360,10 @@ Q8_ROWS_MIN_ROWS = 4096
 # rows and cp.async (bulk, 4 rows: 39.1; segment: 40.1), but 4096x2880 Q8_0 6.9 us that way
 # against 6.4 with the default
 Q8_ROWS_DEFAULT = (4, 2, True)
+# dense matrices of fewer rows than Q8_ROWS_SHORT_BELOW: 2 rows per group (twice the items
+# for the warps of a short matrix; 4096x2880 Q8_0 6.45 us with 4 rows, 6.54 with 2)
+Q8_ROWS_SHORT = (2, 2, True)
+Q8_ROWS_SHORT_BELOW = 4096
 # type -> (from this many rows, variant)
 Q8_ROWS_BY_TYPE: dict[GGMLType, tuple[int, tuple[int, int, bool]]] = {
     GGMLType.Q8_0: (16384, (8, 2, False)),
@@ -363,6 +372,19 @@ Q8_ROWS_BY_TYPE: dict[GGMLType, tuple[int, tuple[int, int, bool]]] = {
 # a variant not compiled that way is not run: the segment kernel serves the product unless
 # row_groups=True, which raises)
 Q8_ROWS_BULK: bool | None = None
+# Rows of more than Q8_ROWS_MAX_CHUNKS chunks (the down projections) run the variants that
+# read x's chunks from shared memory (NCH = 0) with this (rows per group, stages, bulk): one
+# row per item, as the wide rows are few and long (2 rows: Q6_K 1536x8960 9.35 us against
+# 7.84, Q8_0 896x4864 4.11 against 4.33)
+Q8_ROWS_WIDE = (1, 2, True)
+# None: x in registers where the row allows it (NCH = 3), else in shared memory; True: always
+# in shared memory (tests and benchmarks run the wide variants on narrow rows too)
+Q8_ROWS_X_SHARED: bool | None = None
+
+
+def _rows_nch(w: QuantWeight) -> int:
+    """x chunks per lane held in registers by qmatvec_q8_rows for w (0: x in shared memory)."""
+    return 0 if Q8_ROWS_X_SHARED or w.cols // 32 > cuda_modules.Q8_ROWS_MAX_CHUNKS else 3
 
 
 def q8_rows_slot(w: QuantWeight, r: int) -> int:
@@ -372,9 +394,11 @@ def q8_rows_slot(w: QuantWeight, r: int) -> int:
 
 
 def _q8_rows_smem(w: QuantWeight, r: int, st: int, rounds_x: bool) -> int:
-    """Dynamic shared memory of qmatvec_q8_rows: 4 warps x st slots, then x's q8_1 rounding
-    when the block rounds x itself."""
-    return 4 * st * q8_rows_slot(w, r) + (w.cols // 32 * Q8_XQ_BYTES if rounds_x else 0)
+    """Dynamic shared memory of qmatvec_q8_rows: 4 warps x st slots, then (NCH = 0) x's q8_1
+    chunks padded to 48 bytes, then x's rounding when the block rounds x itself."""
+    chunks = w.cols // 32
+    padded = chunks * Q8_XQ_WIDE_BYTES if _rows_nch(w) == 0 else 0
+    return 4 * st * q8_rows_slot(w, r) + padded + (chunks * Q8_XQ_BYTES if rounds_x else 0)
 
 
 def smem_optin() -> int:
@@ -396,6 +420,10 @@ def _rows_variant(w: QuantWeight, rows_per_warp: int | None,
     """(rows per group, stages, bulk copies) of qmatvec_q8_rows for w, with overrides."""
     min_rows, variant = Q8_ROWS_BY_TYPE.get(w.qtype, (0, Q8_ROWS_DEFAULT))
     r, st, bulk = variant if w.rows >= min_rows else Q8_ROWS_DEFAULT
+    if _rows_nch(w) == 0:
+        r, st, bulk = Q8_ROWS_WIDE
+    elif w.num_experts == 0 and w.rows < Q8_ROWS_SHORT_BELOW:
+        r, st, bulk = Q8_ROWS_SHORT
     return rows_per_warp or r, stages or st, bulk if Q8_ROWS_BULK is None else Q8_ROWS_BULK
 
 
@@ -410,11 +438,10 @@ def _use_rows(w: QuantWeight, nb: int, r: int, st: int, bulk: bool, ks: int, rou
     why = None
     if nb != 1 or ks != 1:
         why = "one vector per product and one warp per row group"
-    elif (r, 3, st) not in compiled:
+    elif (r, _rows_nch(w), st) not in compiled:
         why = (f"a variant of {r} rows per group and {st} stages "
-               f"({'bulk copies' if bulk else 'cp.async'})")
-    elif w.cols // 32 > cuda_modules.Q8_ROWS_MAX_CHUNKS:
-        why = f"rows of at most {32 * cuda_modules.Q8_ROWS_MAX_CHUNKS} columns"
+               f"({'bulk copies' if bulk else 'cp.async'}) for x "
+               + ("in shared memory" if _rows_nch(w) == 0 else "in registers"))
     # the opt-in limit counts the static part too: with bulk copies an mbarrier per warp and
     # stage (8 bytes without)
     elif _q8_rows_smem(w, r, st, rounds_x) + (32 * st if bulk else 8) > smem_optin():
@@ -423,7 +450,7 @@ def _use_rows(w: QuantWeight, nb: int, r: int, st: int, bulk: bool, ks: int, rou
         if why is not None:
             raise KernelError(f"the row-group int8 matvec needs {why}")
         return True
-    return why is None and (w.num_experts > 0 or w.rows >= Q8_ROWS_MIN_ROWS)
+    return why is None
 
 
 def _rows_fn(expr: str, qtype: int, smem: int) -> Any:
@@ -492,7 +519,7 @@ def _q8_launch(out: Any, x: Any, w: QuantWeight, bias: Any, stream: Any, *, nb: 
     if pairs * mats > MAX_GRID_Y:
         raise KernelError(f"int8 matvec: {pairs * mats} (token, slot) products exceed the grid")
     if rows_kernel:
-        expr = f"qmatvec_q8_rows<{int(w.qtype)},{r},3,{st},{int(bulk)}>"
+        expr = f"qmatvec_q8_rows<{int(w.qtype)},{r},{_rows_nch(w)},{st},{int(bulk)}>"
         fn = _rows_fn(expr, int(w.qtype), smem)
     else:
         expr = f"qmatvec_q8<{int(w.qtype)},{r},{nb},{st},{ks}>"
@@ -551,9 +578,10 @@ def matvec(out: Any, x: Any, w: QuantWeight, bias: Any = None, *, stream: Any = 
     launch: the next products of this x pass it as ``x_q8``.
 
     ``row_groups``: the int8 kernel whose items are whole groups of rows (qmatvec_q8_rows;
-    None: at batch 1 on tall matrices of at most 3072 columns, True: required, False: the
-    segment kernel). Both give the same bits. ``rows_per_warp`` / ``stages`` with
-    ``row_groups`` None pick a segment-kernel variant, with True a row-group one.
+    None: at batch 1 where its ring fits shared memory (x's chunks in registers up to 3072
+    columns, in shared memory beyond), True: required, False: the segment kernel). Both give
+    the same bits. ``rows_per_warp`` / ``stages`` with ``row_groups`` None pick a
+    segment-kernel variant, with True a row-group one.
     """
     n = _check_linear(out, x, w, bias)
     if w.num_experts:

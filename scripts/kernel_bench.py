@@ -244,14 +244,12 @@ def bench_linear(cp, b: Bench, quant, quick: bool, sweep: bool, prefill: bool,
                 t = b.time_launches([lambda w=w: chained(w) for w in ws])
                 record(f"matvec int8 shared-x pdl chain b={n}", qt.name, shape, t, nbytes)
                 side(qt.name, shape, n, "int8 shared x pdl", t, nbytes)
-                if cols // 32 <= quant.cuda_modules.Q8_ROWS_MAX_CHUNKS:
-                    # the segment walk (qmatvec_q8), where the default may be the row-group
-                    # kernel (scripts/kernel_ab.py times the variants interleaved)
-                    t = b.time_launches([lambda w=w: quant.matvec(
-                        y, x, w, stream=b.stream, x_q8=qa, row_groups=False) for w in ws])
-                    record(f"matvec int8 shared-x segment kernel b={n}", qt.name, shape, t,
-                           nbytes)
-                    side(qt.name, shape, n, "int8 shared x segment kernel", t, nbytes)
+                # the segment walk (qmatvec_q8), where the default may be the row-group
+                # kernel (scripts/kernel_ab.py times the variants interleaved)
+                t = b.time_launches([lambda w=w: quant.matvec(
+                    y, x, w, stream=b.stream, x_q8=qa, row_groups=False) for w in ws])
+                record(f"matvec int8 shared-x segment kernel b={n}", qt.name, shape, t, nbytes)
+                side(qt.name, shape, n, "int8 shared x segment kernel", t, nbytes)
                 t = read_ceiling(cp, b, [w.data for w in ws])
                 record("read-only kernel (size ceiling)", "-", f"{one.nbytes / 1e6:.2f} MB ({shape})",
                        t, one.nbytes)

@@ -234,26 +234,33 @@ def check_linear(cp, quant, qt: GGMLType, rows: int, cols: int, label: str, rng)
             record("matvec_q8", qt.name,
                    f"{rows}x{cols} n={nb} R={r} S={st} KS={ks} 1 cta/SM {label}",
                    nmse(out.get(), ref_q8), TOL["matvec_q8"], guard_ok(cp, base, nb * rows))
-    if q8 and cols // 32 <= quant.cuda_modules.Q8_ROWS_MAX_CHUNKS:
-        # the row-group kernel, every variant: within tolerance, and the segment kernel's bits
+    if q8:
+        # the row-group kernel, every variant that takes these rows (x in registers up to
+        # Q8_ROWS_MAX_CHUNKS chunks; x in shared memory at any width): within tolerance, and
+        # the segment kernel's bits
         x = rng.normal(0, 1, (1, cols)).astype(np.float32)
         xd = cp.asarray(x)
         seg = cp.empty((1, rows), cp.float32)
         quant.matvec(seg, xd, w, cp.asarray(bias), rows_per_warp=1, row_groups=False)
         ref_q8 = ops.matmul(ops.round_activations(x, "q8_1"), w_ref, bias)
-        variants = [(r, st, False) for r, _, st in quant.cuda_modules.Q8_ROWS_VARIANTS]
-        variants += [(r, st, True)
-                     for r, _, st in quant.cuda_modules.Q8_ROWS_BULK_VARIANTS]
-        for r, st, bulk in variants:
+        narrow = cols // 32 <= quant.cuda_modules.Q8_ROWS_MAX_CHUNKS
+        variants = [(r, nch, st, False) for r, nch, st in quant.cuda_modules.Q8_ROWS_VARIANTS]
+        variants += [(r, nch, st, True)
+                     for r, nch, st in quant.cuda_modules.Q8_ROWS_BULK_VARIANTS]
+        for r, nch, st, bulk in variants:
+            if nch and not narrow:
+                continue
             out, base = guarded(cp, (1, rows))
             quant.Q8_ROWS_BULK = bulk
+            quant.Q8_ROWS_X_SHARED = nch == 0
             try:
                 quant.matvec(out, xd, w, cp.asarray(bias), rows_per_warp=r, stages=st,
                              row_groups=True, ctas_per_sm=1)
             finally:
                 quant.Q8_ROWS_BULK = None
+                quant.Q8_ROWS_X_SHARED = None
             same = bool(np.array_equal(out.get(), seg.get()))
-            kind = "bulk copies" if bulk else "cp.async"
+            kind = ("bulk copies" if bulk else "cp.async") + (", x shared" if nch == 0 else "")
             record("matvec_q8 row groups", qt.name,
                    f"{rows}x{cols} n=1 R={r} S={st} {kind} {label}",
                    nmse(out.get(), ref_q8), TOL["matvec_q8"], guard_ok(cp, base, rows) and same,

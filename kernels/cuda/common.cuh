@@ -736,6 +736,9 @@ __device__ __forceinline__ u32 smem_u32(const void* p) {
 __device__ __forceinline__ void cp_async16(u32 saddr, const void* g) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(saddr), "l"(g) : "memory");
 }
+__device__ __forceinline__ void cp_async4(u32 saddr, const void* g) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(saddr), "l"(g) : "memory");
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
@@ -800,6 +803,20 @@ template <int QT> __device__ __forceinline__ void prep_xq8(XQ8& x, u32 tab) {
 #pragma unroll
         for (int i = 0; i < 8; ++i) x.q[i] = p[i];
     }
+}
+
+// The row-group matvec's wide variant keeps x's chunks in shared memory padded to 12 words
+// (48 bytes), so a chunk is three 16-byte loads where XQ_WORDS' odd stride takes eleven
+// 4-byte ones; the 8 lanes of a quarter warp, 48 bytes apart, still cover 32 distinct banks.
+#define XQ_WIDE_WORDS 12
+__device__ __forceinline__ void load_xq8_wide(const u32* xs, int c, XQ8& x) {
+    const uint4* p = (const uint4*)(xs + c * XQ_WIDE_WORDS);
+    const uint4 a = p[0], b = p[1], e = p[2];
+    x.q[0] = (int)a.x; x.q[1] = (int)a.y; x.q[2] = (int)a.z; x.q[3] = (int)a.w;
+    x.q[4] = (int)b.x; x.q[5] = (int)b.y; x.q[6] = (int)b.z; x.q[7] = (int)b.w;
+    x.d = __uint_as_float(e.x);
+    x.s_lo = (int)e.y;
+    x.s = (int)e.z;
 }
 
 __device__ __forceinline__ void load_xq8(const u32* xs, int c, XQ8& x) {

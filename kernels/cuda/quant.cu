@@ -605,6 +605,12 @@ __global__ void __launch_bounds__(128) qmatvec_q8(
 // KS = 1 and NB = 1 (each lane adds its chunks in the same order, and every R reduces a row
 // with the same butterfly), plus slot_bytes: the ring slot size (q8_rows_slot on the host), the
 // dynamic shared memory being 4 warps x S slots, then x's rounding when xq is null.
+// NCH = 0 (wide rows: the down projections, 4864-8960 columns): x's chunks stay in shared
+// memory, padded to XQ_WIDE_WORDS (rounded there, or copied there from xq once per block),
+// and lane l loads chunk c there before its dot, one load of x per chunk that the R rows
+// share; 9 chunks per lane in registers would take 108 of them. A whole row is still one
+// copy, so a warp has the full row in flight where the segment walk had at most S segments
+// of 1024 columns.
 template <int QT, int R, int NCH, int S, int BULK>
 __global__ void __launch_bounds__(128) qmatvec_q8_rows(
     const u8* __restrict__ W, const float* __restrict__ x, float* __restrict__ y,
@@ -675,18 +681,38 @@ __global__ void __launch_bounds__(128) qmatvec_q8_rows(
     // the weights are constant: their first copies may run ahead of the kernel before this
     // one (programmatic launch); x, bias and y may not
     if (expert_ids == nullptr) pdl_wait();
+    // NCH > 0: x rounded here when xq is null; NCH = 0: x's chunks padded to XQ_WIDE_WORDS,
+    // then (xq null) the kernel's own rounding
+    u32* const xs = (u32*)(ring_base + 4 * S * slot_bytes);
+    u32* const xs_round = NCH == 0 ? xs + nchunks * XQ_WIDE_WORDS : xs;
     if (xsrc == nullptr) {
-        u32* xs = (u32*)(ring_base + 4 * S * slot_bytes);
         const bool out_block = xq_out != nullptr && blockIdx.x == 0 && blockIdx.y == 0;
-        quantize_x_q8_1<QT, 1>(xp, cols, cols, xs, warp, 4, 1, out_block);
+        quantize_x_q8_1<QT, 1>(xp, cols, cols, xs_round, warp, 4, 1, out_block);
         __syncthreads();
         if (out_block)
-            for (int i = threadIdx.x; i < nchunks * XQ_WORDS; i += blockDim.x) xq_out[i] = xs[i];
-        xsrc = xs;
+            for (int i = threadIdx.x; i < nchunks * XQ_WORDS; i += blockDim.x)
+                xq_out[i] = xs_round[i];
+        xsrc = xs_round;
+    }
+    if (NCH == 0) {
+        // every word in flight at once from global (one L2 round trip; the wait also covers
+        // the ring's first cp.async items, which only the non-bulk variants have)
+        for (int i = threadIdx.x; i < nchunks * XQ_WORDS; i += blockDim.x) {
+            const int c = i / XQ_WORDS, j = i - c * XQ_WORDS;
+            if (xq != nullptr)
+                cp_async4(smem_u32(xs + c * XQ_WIDE_WORDS + j), xsrc + i);
+            else
+                xs[c * XQ_WIDE_WORDS + j] = xsrc[i];
+        }
+        if (xq != nullptr) {
+            cp_async_commit();
+            cp_async_wait<0>();
+        }
+        __syncthreads();
     }
     if (n_items == 0) return;  // no block-wide barrier below
     const u32 tab = mxfp4_tab<QT>();
-    XQ8 xk[NCH];
+    XQ8 xk[NCH > 0 ? NCH : 1];
 #pragma unroll
     for (int k = 0; k < NCH; ++k) {
         if (lane + 32 * k < nchunks) {
@@ -705,24 +731,35 @@ __global__ void __launch_bounds__(128) qmatvec_q8_rows(
             __syncwarp();            // ... and every other lane's
         }
         // rows past the matrix's end (last group) read stale bytes of the slot, never stored
-        const u8* g0 = my_ring + (it % S) * slot_bytes + ((wlo + (u32)cur_g * gbytes) & 15u);
+        const u32 slot_off = (u32)((it % S) * slot_bytes) + ((wlo + (u32)cur_g * gbytes) & 15u);
+        const u8* g0 = my_ring + slot_off;
         float acc[R];
 #pragma unroll
         for (int r = 0; r < R; ++r) acc[r] = 0.f;
+        auto add_chunk = [&](int c, const XQ8& xc) {
+            if constexpr (QT == QT_MXFP4) {  // see dot_mxfp4_smem
+                const u32 s = ring + slot_off + 17u * (u32)c + 1u;
 #pragma unroll
-        for (int k = 0; k < NCH; ++k) {
-            const int c = lane + 32 * k;
-            if (c < nchunks) {
-                if constexpr (QT == QT_MXFP4) {  // see dot_mxfp4_smem
-                    const u32 s = ring + (u32)((it % S) * slot_bytes)
-                                + ((wlo + (u32)cur_g * gbytes) & 15u) + 17u * (u32)c + 1u;
+                for (int r = 0; r < R; ++r) acc[r] += dot_mxfp4_smem(s + (u32)r * rb, xc);
+            } else {
 #pragma unroll
-                    for (int r = 0; r < R; ++r) acc[r] += dot_mxfp4_smem(s + (u32)r * rb, xk[k]);
-                } else {
+                for (int r = 0; r < R; ++r)
+                    acc[r] += dot_q8<QT>(chunk_base<QT>(g0 + r * rb, c), c, xc);
+            }
+        };
+        if constexpr (NCH > 0) {
 #pragma unroll
-                    for (int r = 0; r < R; ++r)
-                        acc[r] += dot_q8<QT>(chunk_base<QT>(g0 + r * rb, c), c, xk[k]);
-                }
+            for (int k = 0; k < NCH; ++k) {
+                const int c = lane + 32 * k;
+                if (c < nchunks) add_chunk(c, xk[k]);
+            }
+        } else {
+#pragma unroll 2
+            for (int c = lane; c < nchunks; c += 32) {  // the same chunks, in the same order
+                XQ8 xc;
+                load_xq8_wide(xs, c, xc);
+                prep_xq8<QT>(xc, tab);
+                add_chunk(c, xc);
             }
         }
         __syncwarp();  // all lanes are done with slot it % S before it is refilled

@@ -187,9 +187,9 @@ def test_backend_block_types_match_the_kernels() -> None:
 
 
 def test_row_group_kernel_policy(monkeypatch) -> None:
-    """qmatvec_q8_rows serves batch 1 on tall matrices of at most 3072 columns and every
-    expert product, with each type's default variant; forcing it where it cannot run is a
-    typed error, not a launch."""
+    """qmatvec_q8_rows serves every batch-1 product whose ring fits (x in registers up to 3072
+    columns, in shared memory beyond), with each type's and shape's default variant; forcing
+    it where it cannot run is a typed error, not a launch."""
     monkeypatch.setattr(quant, "smem_optin", lambda: 227 * 1024)
     tall = _weight(GGMLType.Q5_0, 4864, 896)
     r, st, bulk = quant._rows_variant(tall, None, None)
@@ -203,20 +203,38 @@ def test_row_group_kernel_policy(monkeypatch) -> None:
     monkeypatch.setattr(quant, "Q8_ROWS_BULK", None)
     assert quant._use_rows(tall, 1, 4, 2, True, 1, False, None)
     assert not quant._use_rows(tall, 1, 4, 2, True, 1, False, False)
-    assert not quant._use_rows(_weight(GGMLType.Q5_0, 896, 896), 1, 4, 2, True, 1, False, None)
+    short = _weight(GGMLType.Q5_0, 896, 896)
+    assert quant._rows_variant(short, None, None) == quant.Q8_ROWS_SHORT == (2, 2, True)
+    assert quant._use_rows(short, 1, 2, 2, True, 1, False, None)
     assert not quant._use_rows(tall, 2, 4, 2, True, 1, False, None)  # batches: segment walk
     assert not quant._use_rows(tall, 1, 8, 2, True, 1, False, None)  # not compiled with bulk
     assert quant._use_rows(tall, 1, 8, 2, False, 1, False, None)
-    wide = _weight(GGMLType.Q4_K, 4864, 4864)
-    assert not quant._use_rows(wide, 1, 4, 2, True, 1, False, None)
-    with pytest.raises(KernelError, match="at most 3072 columns"):
+    # wider rows: x's chunks in shared memory (NCH = 0), with their own default variant
+    wide = _weight(GGMLType.Q6_K, 896, 4864)
+    assert quant._rows_nch(wide) == 0 and quant._rows_nch(tall) == 3
+    r, st, bulk = quant._rows_variant(wide, None, None)
+    assert (r, st, bulk) == quant.Q8_ROWS_WIDE
+    assert (r, 0, st) in cuda_modules.Q8_ROWS_BULK_VARIANTS
+    assert quant._use_rows(wide, 1, r, st, bulk, 1, False, None)
+    assert not quant._use_rows(wide, 1, 4, 2, True, 1, False, None)  # not compiled
+    with pytest.raises(KernelError, match="4 rows per group .* x in shared memory"):
         quant._use_rows(wide, 1, 4, 2, True, 1, False, True)
+    slots = 8 * quant.q8_rows_slot(wide, 1)
+    assert quant._q8_rows_smem(wide, 1, 2, False) == slots + 152 * quant.Q8_XQ_WIDE_BYTES
+    assert quant._q8_rows_smem(wide, 1, 2, True) == (slots + 152 * quant.Q8_XQ_WIDE_BYTES
+                                                     + 152 * quant.Q8_XQ_BYTES)
+    monkeypatch.setattr(quant, "Q8_ROWS_X_SHARED", True)  # the wide variants on any row
+    assert quant._rows_nch(tall) == 0
+    assert quant._rows_variant(tall, None, None) == quant.Q8_ROWS_WIDE
+    monkeypatch.setattr(quant, "Q8_ROWS_X_SHARED", None)
     with pytest.raises(KernelError, match="one vector"):
         quant._use_rows(tall, 2, 4, 2, True, 1, False, True)
     with pytest.raises(KernelError, match="8 rows per group and 3 stages"):
         quant._use_rows(tall, 1, 8, 3, False, 1, False, True)
     experts = quant.QuantWeight(np.zeros((4, 2880, row_bytes(GGMLType.MXFP4, 2880)), np.uint8),
                                 GGMLType.MXFP4, 2880, 2880)
+    # 2880 rows, but experts keep the default (the fused gate+up launch measured best at 4)
+    assert quant._rows_variant(experts, None, None) == quant.Q8_ROWS_DEFAULT
     assert quant._use_rows(experts, 1, 4, 2, True, 1, False, None)
     monkeypatch.setattr(quant, "smem_optin", lambda: 48 * 1024)  # 4 x 1530 B x 2 x 4 > 48 KiB
     assert not quant._use_rows(experts, 1, 4, 2, True, 1, False, None)
@@ -488,16 +506,22 @@ def test_expert_variants_are_compiled_for_their_type() -> None:
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("wide", [False, True], ids=["narrow", "wide"])
 @pytest.mark.parametrize("qt", BLOCK_TYPES, ids=lambda t: t.name)
-def test_row_group_kernel_equals_segment_kernel(cp, qt: GGMLType, monkeypatch) -> None:
+def test_row_group_kernel_equals_segment_kernel(cp, qt: GGMLType, wide: bool,
+                                                monkeypatch) -> None:
     """qmatvec_q8_rows writes the segment kernel's bits (each lane adds its chunks in the same
     order, each row is reduced by the same butterfly) for every variant, with a partial last
-    group (1003 rows), rows that are not 16-byte multiples (misaligned groups), x rounded in
-    the kernel, read from x_q8, or rounded and stored to x_q8_out (the words of
-    quantize_activations); and it matches the NumPy twin."""
+    group (1003 / 301 rows), rows that are not 16-byte multiples (misaligned groups), x rounded
+    in the kernel, read from x_q8 (on a grid where warps walk several items), or rounded and
+    stored to x_q8_out (the words of quantize_activations); and it matches the NumPy twin.
+    Narrow rows (at most 3072 columns)
+    run every variant, those with x in registers and (Q8_ROWS_X_SHARED) those with x in shared
+    memory; wide rows (4864 columns: Qwen2.5-0.5B's ffn_down) the shared-memory ones."""
     rng = np.random.default_rng(12)
-    rows = 1003
-    cols = 2816 if qt in (GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K) else 2880
+    rows = 301 if wide else 1003
+    cols = 4864 if wide else (2816 if qt in (GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K)
+                              else 2880)
     raw = random_blocks(qt, (rows, cols), rng)
     w = quant.QuantWeight(cp.asarray(raw), qt, rows, cols)
     bias = rng.normal(0, 0.1, rows).astype(np.float32)
@@ -511,32 +535,43 @@ def test_row_group_kernel_equals_segment_kernel(cp, qt: GGMLType, monkeypatch) -
     got = seg.get().astype(np.float64)
     assert np.sum((got - ref) ** 2) / np.sum(ref**2) <= 1e-10
     xq = quant.quantize_activations(cp.empty((1, quant.q8_words(cols)), cp.uint32), xd)
-    variants = [(r, st, False) for r, _, st in cuda_modules.Q8_ROWS_VARIANTS]
-    variants += [(r, st, True) for r, _, st in cuda_modules.Q8_ROWS_BULK_VARIANTS]
-    for r, st, bulk in variants:
+    variants = [(r, nch, st, False) for r, nch, st in cuda_modules.Q8_ROWS_VARIANTS]
+    variants += [(r, nch, st, True) for r, nch, st in cuda_modules.Q8_ROWS_BULK_VARIANTS]
+    ran = 0
+    for r, nch, st, bulk in variants:
+        if wide and nch:
+            continue
         monkeypatch.setattr(quant, "Q8_ROWS_BULK", bulk)
+        monkeypatch.setattr(quant, "Q8_ROWS_X_SHARED", nch == 0)
+        assert quant._rows_nch(w) == nch
         for mode in ("inline", "x_q8", "x_q8_out"):
             out = cp.full((1, rows), np.nan, cp.float32)
             stored = quant.Q8Activations(cp.full((1, quant.q8_words(cols)), 0xDEADBEEF,
                                                  cp.uint32), 1, cols)
+            # x_q8 on a one-block-per-SM grid: every warp walks several items through its ring
             quant.matvec(out, xd, w, bd, rows_per_warp=r, stages=st, row_groups=True,
                          x_q8=xq if mode == "x_q8" else None,
-                         x_q8_out=stored if mode == "x_q8_out" else None)
-            assert np.array_equal(out.get(), seg.get()), (r, st, bulk, mode)
+                         x_q8_out=stored if mode == "x_q8_out" else None,
+                         ctas_per_sm=1 if mode == "x_q8" else None)
+            assert np.array_equal(out.get(), seg.get()), (r, nch, st, bulk, mode)
+            ran += 1
             if mode == "x_q8_out":
                 assert np.array_equal(stored.data.get(), xq.data.get())
+    assert ran >= 6  # at least the two shared-memory variants, in every mode
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("cols", [2880, 4864], ids=["x_in_registers", "x_in_shared_memory"])
 @pytest.mark.parametrize("qt", [GGMLType.MXFP4, GGMLType.Q8_0], ids=lambda t: t.name)
-def test_row_group_expert_products_equal_segment_kernel(cp, qt: GGMLType) -> None:
+def test_row_group_expert_products_equal_segment_kernel(cp, qt: GGMLType, cols: int) -> None:
     """The expert products on qmatvec_q8_rows (the default) equal the segment kernel bit for
     bit: expert_matvec with x per token and per slot, expert_gate_up, with biases, x rounded
     in the kernel or shared, 3 tokens of 4 slots, experts whose matrices start at every
-    misalignment the row bytes give."""
+    misalignment the row bytes give; gpt-oss's 2880-wide rows (x in registers) and wider ones
+    (x in shared memory, each (token, slot) block copying its own row of x)."""
     rng = np.random.default_rng(13)
     # 1003 rows: expert matrices start off 16-byte boundaries (the kernels' misalignment term)
-    n_exp, k, rows, cols, t = 8, 4, 1003, 2880, 3
+    n_exp, k, rows, t = 8, 4, 1003, 3
     stacks = [quant.QuantWeight(cp.asarray(random_blocks(qt, (n_exp, rows, cols), rng)), qt,
                                 rows, cols) for _ in range(2)]
     biases = [cp.asarray(rng.normal(0, 0.1, (n_exp, rows)).astype(np.float32)) for _ in range(2)]
