@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                 (GGMLType.Q6_K, 32768, 4864, "tall, qwen0.5b down rows"),
                 (GGMLType.Q8_0, 32768, 4864, "tall, down rows as Q8_0"),
                 (GGMLType.Q8_0, 16384, 4096, "tall, gpt-oss attn_output rows"))]
-    if "small" in groups:  # under Q8_ROWS_MIN_ROWS rows: where the segment kernel serves
+    if "small" in groups:  # under Q8_ROWS_SHORT_BELOW rows (2 rows per item by default)
         small = {**split,
                  "bulk copies R=2 S=2": kernels["bulk copies R=2 S=2"],
                  "bulk copies R=4 S=2": kernels["bulk copies R=4 S=2"], **shared_x}
