@@ -515,9 +515,9 @@ def test_row_group_kernel_equals_segment_kernel(cp, qt: GGMLType, wide: bool,
     group (1003 / 301 rows), rows that are not 16-byte multiples (misaligned groups), x rounded
     in the kernel, read from x_q8 (on a grid where warps walk several items), or rounded and
     stored to x_q8_out (the words of quantize_activations); and it matches the NumPy twin.
-    Narrow rows (at most 3072 columns)
-    run every variant, those with x in registers and (Q8_ROWS_X_SHARED) those with x in shared
-    memory; wide rows (4864 columns: Qwen2.5-0.5B's ffn_down) the shared-memory ones."""
+    Narrow rows (at most 3072 columns) run every variant, those with x in registers and
+    (Q8_ROWS_X_SHARED) those with x in shared memory; wide rows (4864 columns: Qwen2.5-0.5B's
+    ffn_down) the shared-memory ones."""
     rng = np.random.default_rng(12)
     rows = 301 if wide else 1003
     cols = 4864 if wide else (2816 if qt in (GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K)
