@@ -807,7 +807,9 @@ template <int QT> __device__ __forceinline__ void prep_xq8(XQ8& x, u32 tab) {
 
 // The row-group matvec's wide variant keeps x's chunks in shared memory padded to 12 words
 // (48 bytes), so a chunk is three 16-byte loads where XQ_WORDS' odd stride takes eleven
-// 4-byte ones; the 8 lanes of a quarter warp, 48 bytes apart, still cover 32 distinct banks.
+// 4-byte ones (the first layout lost to the segment kernel on 3 of 7 wide shapes). ncu counts
+// ~0.6 bank conflicts per such load; on 9216x3072 Q4_K the product still ran as fast as with
+// x in registers.
 #define XQ_WIDE_WORDS 12
 __device__ __forceinline__ void load_xq8_wide(const u32* xs, int c, XQ8& x) {
     const uint4* p = (const uint4*)(xs + c * XQ_WIDE_WORDS);
