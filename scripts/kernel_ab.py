@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from kernel_bench import PEAK, Bench, copies_for, expert_sets  # noqa: E402
+from kernel_bench import PEAK, Bench, copies_for, ffn_case  # noqa: E402
 
 from orcd_toolkit.gguf.quants import random_blocks  # noqa: E402
 from orcd_toolkit.gguf.types import GGMLType  # noqa: E402
@@ -196,13 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                                 GGMLType.MXFP4, d, d) for _ in range(3)]
         wg, wu, wd = st
         for t_tok in (1, 8):
-            sets, distinct = expert_sets(cp, rng, n_exp, k, t_tok)
-            x = cp.asarray(rng.normal(0, 1, (t_tok, d)).astype(np.float32))
-            act = cp.asarray(rng.normal(0, 1, (t_tok, k, d)).astype(np.float32))
-            g = cp.empty((t_tok, k, d), cp.float32)
-            u, y = cp.empty_like(g), cp.empty_like(g)
-            xq = cp.empty((t_tok, quant.q8_words(d)), cp.uint32)
-            aq = cp.empty((t_tok * k, quant.q8_words(d)), cp.uint32)
+            sets, distinct, x, act, g, u, y, xq, aq = ffn_case(cp, quant, rng, n_exp, k, d, d,
+                                                               t_tok)
             qa = quant.quantize_activations(xq, x, stream=stream)
             turn = [0]
 

@@ -23,7 +23,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 os.environ.setdefault("NUMBA_CUDA_ARRAY_INTERFACE_SYNC", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -343,6 +343,34 @@ def expert_sets(cp, rng: np.random.Generator, n_exp: int, k: int,
     return sets, float(np.mean([n for _, n in sets]))
 
 
+class FfnCase(NamedTuple):
+    """Routing sets and buffers of one gpt-oss expert FFN bench at t_tok tokens."""
+
+    sets: list  # expert_sets
+    distinct: float
+    x: Any  # [t_tok, d] input
+    act: Any  # [t_tok, k, f] activation (the down product's input)
+    g: Any  # [t_tok, k, f] gate output
+    u: Any  # [t_tok, k, f] up output
+    y: Any  # [t_tok, k, d] down output
+    xq: Any  # q8_1 words of x
+    aq: Any  # q8_1 words of act, one row per (token, slot)
+
+
+def ffn_case(cp, quant, rng: np.random.Generator, n_exp: int, k: int, d: int, f: int,
+             t_tok: int) -> FfnCase:
+    """The routing sets (expert_sets) and random inputs / empty outputs of an expert FFN with
+    model width d and expert width f, shared by kernel_bench and kernel_ab."""
+    sets, distinct = expert_sets(cp, rng, n_exp, k, t_tok)
+    x = cp.asarray(rng.normal(0, 1, (t_tok, d)).astype(np.float32))
+    act = cp.asarray(rng.normal(0, 1, (t_tok, k, f)).astype(np.float32))
+    g = cp.empty((t_tok, k, f), cp.float32)
+    return FfnCase(sets, distinct, x, act, g, cp.empty_like(g),
+                   cp.empty((t_tok, k, d), cp.float32),
+                   cp.empty((t_tok, quant.q8_words(d)), cp.uint32),
+                   cp.empty((t_tok * k, quant.q8_words(f)), cp.uint32))
+
+
 def bench_moe(cp, b: Bench, quant, sweep: bool = False) -> None:
     """Expert products of gpt-oss-20b: 4 of 32 MXFP4 experts per token. Each launch of the
     graph reads a different set of experts (8 disjoint sets in turn), so the weights come from
@@ -383,14 +411,8 @@ def bench_moe_ffn(cp, b: Bench, quant, sweep: bool = False) -> None:
                                 GGMLType.MXFP4, r, c) for r, c in ((f, d), (f, d), (d, f))]
     wg, wu, wd = stacks
     for t_tok in (1, 8):
-        sets, distinct = expert_sets(cp, rng, n_exp, k, t_tok)
-        x = cp.asarray(rng.normal(0, 1, (t_tok, d)).astype(np.float32))
-        act = cp.asarray(rng.normal(0, 1, (t_tok, k, f)).astype(np.float32))
-        g = cp.empty((t_tok, k, f), cp.float32)
-        u = cp.empty_like(g)
-        y = cp.empty((t_tok, k, d), cp.float32)
-        xq = cp.empty((t_tok, quant.q8_words(d)), cp.uint32)
-        aq = cp.empty((t_tok * k, quant.q8_words(f)), cp.uint32)
+        sets, distinct, x, act, g, u, y, xq, aq = ffn_case(cp, quant, rng, n_exp, k, d, f,
+                                                           t_tok)
 
         def per_product(ids) -> None:
             quant.expert_matvec(g, x, wg, ids, x_per_slot=False, stream=b.stream)
